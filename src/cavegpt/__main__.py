@@ -1,0 +1,5 @@
+import sys
+
+from cavegpt.cli import main
+
+sys.exit(main())

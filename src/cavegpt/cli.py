@@ -1,0 +1,143 @@
+"""``cavegpt``: the command line. Parses arguments and calls into the packages; nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+
+from cavegpt.config import PRESET_NAMES, ConfigError, auto_preset_name, build_config
+from cavegpt.data.shards import DataError
+from cavegpt.train.trainer import DeviceError, Trainer
+
+USER_ERRORS = (ConfigError, DataError, DeviceError, FileNotFoundError)
+
+OVERRIDES_HELP = ("settings as key=value, e.g. num_iterations=100 data.seq_len=16384 "
+                  "(use --print-config to see every key and its value)")
+
+
+def add_preset_arguments(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    parser.add_argument("--preset", default=default, choices=PRESET_NAMES,
+                        help=f"named configuration (default: {default}; auto picks by the GPU found)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
+    parser.add_argument("--print-config", action="store_true", help="print the effective config as JSON and exit")
+
+
+def config_from(args: argparse.Namespace):
+    if args.preset == "auto":
+        name, why = auto_preset_name()
+        print(why, file=sys.stderr)
+        args.preset = name
+    return build_config(args.preset, args.overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    if args.print_config:
+        print(config.to_json())
+        return 0
+    result = Trainer(config).run()
+    print(f"final val_loss {result.final_val_loss:.4f} at step {result.final_step}; "
+          f"train time {result.train_time_ms / 1000:.1f}s; run folder {result.run_dir}")
+    return 0
+
+
+def cmd_data_synthetic(args: argparse.Namespace) -> int:
+    from cavegpt.data.synthetic import write_synthetic
+
+    files = write_synthetic(args.out, args.train_shards, args.shard_tokens, args.val_tokens, args.mean_doc_len, args.seed)
+    print(f"wrote {len(files)} shards to {args.out}: train_glob={args.out}/synthetic_train_*.bin "
+          f"val_glob={args.out}/synthetic_val_*.bin")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from cavegpt.report.bench import H100_SXM_DATASHEET_TFLOPS, bench_window, measure_matmul_peak_tflops
+
+    if args.synthetic:
+        from cavegpt.data.synthetic import write_synthetic
+
+        folder = tempfile.mkdtemp(prefix="cavegpt-bench-")
+        write_synthetic(folder, train_shards=1, shard_tokens=20_000_000, val_tokens=1_048_577, progress=False)
+        args.overrides = [f"train_glob={folder}/synthetic_train_*.bin", f"val_glob={folder}/synthetic_val_*.bin",
+                          "val_tokens=1048576", *args.overrides]
+    config = config_from(args)
+    if args.print_config:
+        print(config.to_json())
+        return 0
+    if not torch.cuda.is_available():
+        raise DeviceError("cavegpt bench measures a CUDA GPU and PyTorch sees none")
+    if args.memory_limit_gib:
+        total = torch.cuda.get_device_properties(0).total_memory
+        torch.cuda.set_per_process_memory_fraction(args.memory_limit_gib * 2**30 / total)
+    trainer = Trainer(config, echo=False)
+    compile_seconds = trainer.warmup()
+    peak_tflops = measure_matmul_peak_tflops()
+    windows = args.window or [config.train.window_start, config.model.window]
+    results = [bench_window(trainer, trainer.window_at(0) if w == config.train.window_start else w, args.steps)
+               for w in windows]
+
+    print(f"device: {torch.cuda.get_device_name(0)} | torch {torch.__version__} | preset {args.preset} | "
+          f"{trainer.tokens_per_step:,} tokens/step ({config.train.grad_accum} × {config.data.batch_size} × "
+          f"{config.data.seq_len})")
+    print(f"compile + warm-up: {compile_seconds:.1f}s | measured bf16 matmul peak: {peak_tflops:.0f} TFLOP/s "
+          f"| datasheet (H100 SXM): {H100_SXM_DATASHEET_TFLOPS:.0f}")
+    for r in results:
+        print(f"window {r.window}: FLOPs/token = {r.flops.describe()}")
+    print(f"{'window':>6} {'steps':>5} {'s/step':>7} {'tokens/s':>10} {'MFU(meas)':>9} {'MFU(sheet)':>10} {'peak GiB':>8}")
+    for r in results:
+        print(f"{r.window:>6} {r.steps:>5} {r.seconds / r.steps:>7.3f} {r.tokens_per_second:>10,.0f} "
+              f"{r.mfu(peak_tflops):>9.1%} {r.mfu(H100_SXM_DATASHEET_TFLOPS):>10.1%} {r.peak_memory_gib:>8.2f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cavegpt", description="Train GPT-2 124M to 3.28 val loss on one GPU.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    train = commands.add_parser("train", help="train a model; logs and checkpoints go to logs/<run_id>/",
+                                description="Train with a preset plus key=value overrides. Writes config.json, "
+                                            "log.txt and the final checkpoint to logs/<run_id>/.")
+    add_preset_arguments(train)
+    train.set_defaults(func=cmd_train)
+
+    data = commands.add_parser("data", help="make or fetch token shards")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    synthetic = data_commands.add_parser(
+        "synthetic", help="random tokens with FineWeb-like document lengths (for speed tests)",
+        description="Write synthetic_val_000000.bin and synthetic_train_00000K.bin: random GPT-2 token ids "
+                    "in documents of log-normal length (mean --mean-doc-len), each opened by EOT 50256.")
+    synthetic.add_argument("--out", required=True, help="folder to write the shards into")
+    synthetic.add_argument("--train-shards", type=int, default=2, help="number of train shards (default 2)")
+    synthetic.add_argument("--shard-tokens", type=int, default=10_000_000, help="tokens per train shard")
+    synthetic.add_argument("--val-tokens", type=int, default=10_485_761,
+                           help="tokens in the val shard (default: the seed's val_tokens + 1)")
+    synthetic.add_argument("--mean-doc-len", type=float, default=1000.0, help="mean document length in tokens")
+    synthetic.add_argument("--seed", type=int, default=0, help="random seed")
+    synthetic.set_defaults(func=cmd_data_synthetic)
+
+    bench = commands.add_parser("bench", help="tokens/s, MFU and peak memory of a preset on this GPU",
+                                description="Compile a preset, time optimizer steps at fixed attention windows "
+                                            "and print compile time, tokens/s, MFU (with its terms) and peak memory.")
+    add_preset_arguments(bench)
+    bench.add_argument("--steps", type=int, default=20, help="timed optimizer steps per window (default 20)")
+    bench.add_argument("--window", type=int, action="append",
+                       help="attention window(s) to time (default: the first and the final window)")
+    bench.add_argument("--synthetic", action="store_true", help="bench on synthetic shards made in a temp folder")
+    bench.add_argument("--memory-limit-gib", type=float, help="cap usable GPU memory, e.g. 22 to check a 24 GB card")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as e:
+        print(f"cavegpt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cavegpt: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,182 @@
+"""One run's configuration: the components' dataclasses, named presets and ``key=value`` overrides.
+
+Each component owns its settings (``ModelConfig`` in :mod:`cavegpt.model.gpt`, ``DataConfig`` in
+:mod:`cavegpt.data.loader`, ``OptimConfig`` in :mod:`cavegpt.optim.optimizers`, ``TrainConfig``
+in :mod:`cavegpt.train.trainer`); this module only puts them together.
+
+Overrides name a field as ``section.field=value`` or, when the field name is unique across
+sections (all of them are today), as ``field=value``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from cavegpt.data.loader import DataConfig
+from cavegpt.model.gpt import ModelConfig
+from cavegpt.optim.optimizers import OptimConfig
+from cavegpt.train.trainer import TrainConfig
+
+
+class ConfigError(ValueError):
+    """A preset, key or value the user gave that cannot be used; the message lists what can."""
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    SECTIONS: typing.ClassVar[tuple[str, ...]] = ("model", "data", "optim", "train")
+
+    def validate(self) -> None:
+        for section in self.SECTIONS:
+            try:
+                getattr(self, section).validate()
+            except ValueError as e:
+                raise ConfigError(f"{section}: {e}") from None
+        if self.optim.cooldown_iters + self.optim.warmup_iters > self.train.num_iterations:
+            raise ConfigError(f"warmup_iters + cooldown_iters ({self.optim.warmup_iters} + "
+                              f"{self.optim.cooldown_iters}) exceed num_iterations={self.train.num_iterations}")
+
+    def to_dict(self) -> dict[str, dict[str, typing.Any]]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def seed_preset() -> Config:
+    """The seed's recipe exactly: 16 × 32,768 tokens per step, 1750 steps, four optimizer groups."""
+    config = Config()
+    config.train.device = "cuda"
+    return config
+
+
+def h100_preset() -> Config:
+    """Same learning recipe, batched for an 80 GB card."""
+    return seed_preset()
+
+
+def consumer_24gb_preset() -> Config:
+    """Same tokens per step as the seed, in 32 micro-batches of 16,384 to fit 24 GB cards."""
+    config = seed_preset()
+    config.data.seq_len = 16384
+    config.train.grad_accum = 32
+    return config
+
+
+def tiny_preset() -> Config:
+    """A small model of the same architecture that trains on a CPU in seconds (tests, demo)."""
+    config = Config()
+    config.model = ModelConfig(n_layer=6, n_head=2, d_model=64, backout_layer=4, window=512, max_seq_len=4096)
+    config.data.seq_len = 512
+    config.data.val_tokens = 16 * 512
+    config.train.grad_accum = 1
+    config.train.num_iterations = 200
+    config.train.val_every = 50
+    config.train.window_start = 64
+    config.optim.cooldown_iters = 73  # the seed's cooldown fraction, 640/1750
+    config.optim.muon_momentum_warmup = 34  # and its momentum warm-up fraction, 300/1750
+    return config
+
+
+PRESETS: dict[str, Callable[[], Config]] = {
+    "seed": seed_preset,
+    "h100": h100_preset,
+    "4090": consumer_24gb_preset,
+    "3090": consumer_24gb_preset,
+    "tiny": tiny_preset,
+}
+PRESET_NAMES = (*PRESETS, "auto")
+
+
+def auto_preset_name() -> tuple[str, str]:
+    """The preset for the GPU PyTorch sees, and a sentence saying why."""
+    if not torch.cuda.is_available():
+        return "tiny", "no CUDA GPU found: using the CPU preset 'tiny' (a demo, not the speedrun)"
+    props = torch.cuda.get_device_properties(0)
+    gib = props.total_memory / 2**30
+    name = "h100" if gib >= 70 else "4090" if gib >= 22 else None
+    if name is None:
+        raise ConfigError(f"{props.name} has {gib:.0f} GiB; the speedrun presets need at least 24 GB. "
+                          "Try --preset 4090 with data.seq_len=8192 train.grad_accum=64.")
+    return name, f"{props.name} with {gib:.0f} GiB: using preset '{name}'"
+
+
+def load_preset(name: str) -> Config:
+    if name == "auto":
+        name, _ = auto_preset_name()
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(PRESET_NAMES)}")
+    return PRESETS[name]()
+
+
+def _field_types(section: object) -> dict[str, typing.Any]:
+    return typing.get_type_hints(type(section))
+
+
+def _parse(raw: str, kind: typing.Any) -> typing.Any:
+    """``raw`` as a value of type ``kind`` (int, float, bool, str, or ``X | None``)."""
+    if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union:
+        if raw.lower() in ("none", "null", ""):
+            return None
+        (kind,) = [k for k in typing.get_args(kind) if k is not type(None)]
+    if kind is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError("expected true or false")
+    if kind is int:
+        return int(raw.replace("_", ""))
+    if kind is float:
+        return float(raw.replace("_", ""))
+    return raw
+
+
+def _locate(config: Config, key: str) -> tuple[str, str]:
+    """``key`` → (section, field), accepting ``section.field`` or a field name unique across sections."""
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section in Config.SECTIONS and name in _field_types(getattr(config, section)):
+            return section, name
+    else:
+        owners = [s for s in Config.SECTIONS if key in _field_types(getattr(config, s))]
+        if len(owners) == 1:
+            return owners[0], key
+        if len(owners) > 1:
+            raise ConfigError(f"{key!r} is ambiguous; write one of: {', '.join(f'{s}.{key}' for s in owners)}")
+    valid = "\n".join(f"  {s}: {', '.join(_field_types(getattr(config, s)))}" for s in Config.SECTIONS)
+    raise ConfigError(f"unknown config key {key!r}. Valid keys (section.field or field):\n{valid}")
+
+
+def apply_overrides(config: Config, overrides: list[str]) -> Config:
+    """Apply ``key=value`` strings in order, then validate the whole config."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"{item!r} is not key=value (for example num_iterations=100)")
+        key, raw = item.split("=", 1)
+        section, name = _locate(config, key.strip())
+        kind = _field_types(getattr(config, section))[name]
+        try:
+            value = _parse(raw.strip(), kind)
+        except ValueError as e:
+            type_name = getattr(kind, "__name__", str(kind))
+            raise ConfigError(f"bad value {raw!r} for {section}.{name} ({type_name}): {e}") from None
+        setattr(getattr(config, section), name, value)
+    config.validate()
+    return config
+
+
+def build_config(preset: str, overrides: list[str]) -> Config:
+    return apply_overrides(load_preset(preset), overrides)

@@ -1,0 +1,98 @@
+"""Streaming training and validation batches out of shards."""
+
+from __future__ import annotations
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cavegpt.data.shards import DataError, read_header, read_tokens
+
+
+@dataclass
+class DataConfig:
+    """Where the tokens are and how they are cut. Defaults are the seed's."""
+
+    train_glob: str = "data/fineweb10B/fineweb_train_*.bin"
+    val_glob: str = "data/fineweb10B/fineweb_val_*.bin"
+    seq_len: int = 32768  # tokens per sequence (documents packed; the mask separates them)
+    batch_size: int = 1  # sequences per forward pass
+    val_tokens: int = 10_485_760
+
+    @property
+    def micro_batch_tokens(self) -> int:
+        return self.seq_len * self.batch_size
+
+    def validate(self) -> None:
+        if self.seq_len <= 0 or self.seq_len % 128:
+            raise ValueError(f"seq_len={self.seq_len} must be a positive multiple of 128")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size={self.batch_size} must be >= 1")
+        if self.val_tokens < self.micro_batch_tokens or self.val_tokens % self.micro_batch_tokens:
+            raise ValueError(f"val_tokens={self.val_tokens} must be a positive multiple of "
+                             f"seq_len*batch_size={self.micro_batch_tokens}")
+
+
+def find_shards(pattern: str, what: str) -> list[Path]:
+    files = sorted(Path(p) for p in glob.glob(pattern))
+    if not files:
+        raise FileNotFoundError(
+            f"no {what} shards match {pattern!r}. Download FineWeb with `cavegpt data fineweb`, make test "
+            f"shards with `cavegpt data synthetic --out DIR`, or point {what}_glob=... at your shards.")
+    return files
+
+
+class TokenStream:
+    """Consecutive ``[batch, seq_len]`` windows of the shards, looping over the files.
+
+    Each batch reads ``batch * seq_len + 1`` tokens and yields ``x = tokens[:-1]``,
+    ``y = tokens[1:]``; the next batch starts where this one's inputs ended. A shard's tail too
+    short for a whole batch is skipped. ``position`` is ``(shard index, offset)``.
+    """
+
+    def __init__(self, files: list[Path], seq_len: int, batch_size: int, device: torch.device | str = "cpu"):
+        self.files, self.seq_len, self.batch_size = files, seq_len, batch_size
+        self.device = torch.device(device)
+        span = seq_len * batch_size + 1
+        for file in files:
+            n_tokens = read_header(file)
+            if n_tokens < span:
+                raise DataError(f"{file}: {n_tokens} tokens, fewer than one batch needs ({span})")
+        self.shard = -1
+        self.offset = 0
+        self.tokens = np.empty(0, dtype=np.uint16)
+        self.seek(0, 0)
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.shard, self.offset
+
+    def seek(self, shard: int, offset: int) -> None:
+        if shard != self.shard:
+            self.tokens = read_tokens(self.files[shard])
+        self.shard, self.offset = shard, offset
+
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        span = self.seq_len * self.batch_size
+        if self.offset + span + 1 > len(self.tokens):
+            self.seek((self.shard + 1) % len(self.files), 0)
+        chunk = torch.from_numpy(self.tokens[self.offset:self.offset + span + 1].astype(np.int64))
+        self.offset += span
+        if self.device.type == "cuda":
+            chunk = chunk.pin_memory().to(self.device, non_blocking=True)
+        shape = (self.batch_size, self.seq_len)
+        return chunk[:-1].view(shape), chunk[1:].view(shape)
+
+
+def validation_stream(config: DataConfig, device: torch.device | str) -> TokenStream:
+    """A stream at the start of the val shards, checked to hold ``val_tokens`` + 1 tokens."""
+    files = find_shards(config.val_glob, "val")
+    available = sum(read_header(f) for f in files)
+    if available < config.val_tokens + 1:
+        raise DataError(f"val shards {config.val_glob!r} hold {available} tokens; val_tokens={config.val_tokens} "
+                         "needs more. Lower val_tokens or add val data.")
+    return TokenStream(files, config.seq_len, config.batch_size, device)

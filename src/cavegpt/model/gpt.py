@@ -1,0 +1,262 @@
+"""The cavegpt model: GPT-2 124M as the seed trains it.
+
+Reading order: ``ModelConfig`` → ``Rotary`` → ``CausalSelfAttention`` → ``MLP`` → ``Block`` → ``GPT``.
+
+What the seed names, and where it happens here:
+
+* 12 layers, 6 heads of 128, width 768, vocabulary padded to 50304 (``ModelConfig``).
+* Rotary embeddings on Q and K (``Rotary``); QK-norm before them.
+* U-Net: the first half of the blocks are encoders whose outputs are added, weighted by the
+  learnable ``skip_weights``, to the inputs of the decoders in reverse order (``GPT.forward``).
+* Per-block ``lambdas`` mixing the residual stream with ``x0``, the embedding output (``Block``).
+* Three ``value_embeds`` tables feeding the first three and last three layers as an alternative
+  value stream, mixed with V by a learnable ``lamb`` (``CausalSelfAttention``).
+* The smear gate after the token embedding: ``x[t] += smear_lambda * σ(W x[t][:12]) * x[t-1]``
+  for t > 0 (``GPT.smear``).
+* A per-head ``attn_gate``: ``σ(W x[:12])`` from the block input scales each head's output.
+* Backout: the residual after layer ``backout_layer`` is kept as ``x_backout`` and
+  ``backout_lambda * x_backout`` is subtracted before the final norm.
+* Logits soft-capped as ``30 * tanh(logits / 30)``, in training and in inference.
+
+Where the seed is silent we follow the modded-nanogpt records (KellerJordan/modded-nanogpt):
+
+* Norms: parameter-free RMSNorm before attention, before the MLP, on the embedding output and
+  before the LM head; QK-norm (records since Oct 2024).
+* MLP: 4× width, ReLU² (record 2024-10-14 "ModernArch").
+* Rotary: half-truncated RoPE, base 1024, on the first half of each head's pairs; the other
+  half carries no rotation (record 2024-12-10).
+* Value embeddings on layers 0, 1, 2 and 9, 10, 11 with tables 0, 1, 2 each time
+  (the "012 … 012" layout of record 2024-12-17); ``lamb`` starts at 0.5 and mixes
+  ``(1 - lamb) * v + lamb * ve`` (record 2024-12-04, which named it ``lamb``).
+* ``skip_weights`` start at 1, block ``lambdas`` at (1, 0) (record 2024-12-10).
+* Init: Q, K, V and the MLP's first layer uniform with std ``0.5 / sqrt(fan_in)``; both output
+  projections, the LM head and the gates start at zero; embeddings N(0, 1) (records 2024-10 to
+  2025-01). ``smear_lambda`` starts at 0, ``backout_lambda`` at 0.5 (records 2025-09-18 and
+  2025-10-04), the gates read the first 12 channels (record 2025-08-23), and the backout copy is
+  taken after layer 8 (record 2025-10-04).
+* No biases anywhere; the LM head is untied from the embedding (record 2024-11-03).
+
+Attention runs through FlexAttention on the GPU and through SDPA with the same mask elsewhere
+(``ModelConfig.attention``: FlexAttention has no backward on CPU); :mod:`cavegpt.model.masks`
+holds the mask.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.attention.flex_attention import flex_attention
+
+from cavegpt.model.masks import dense_mask, document_ids, flex_block_mask
+
+Attend = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the network. Defaults are the seed's GPT-2 124M."""
+
+    vocab_size: int = 50304  # GPT-2's 50257 padded to a multiple of 128
+    n_layer: int = 12
+    n_head: int = 6
+    d_model: int = 768
+    n_value_embeds: int = 3  # tables; they feed the first and the last n layers
+    gate_channels: int = 12  # residual channels read by the smear and attention gates
+    backout_layer: int = 8
+    logit_softcap: float = 30.0
+    window: int = 1792  # the final (and inference) attention window, tokens
+    max_seq_len: int = 65536  # rotary table length
+    attention: str = "auto"  # "flex", "sdpa" (same mask, dense), "auto": flex on CUDA, sdpa elsewhere
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    def validate(self) -> None:
+        if self.d_model % self.n_head or self.head_dim % 4:
+            raise ValueError(f"d_model={self.d_model} must split into n_head={self.n_head} heads "
+                             "whose size is a multiple of 4 (rotary)")
+        if self.n_layer % 2:
+            raise ValueError(f"n_layer={self.n_layer} must be even (U-Net: half encoder, half decoder)")
+        if 2 * self.n_value_embeds > self.n_layer:
+            raise ValueError(f"n_value_embeds={self.n_value_embeds} needs n_layer >= {2 * self.n_value_embeds}")
+        if not 0 <= self.backout_layer < self.n_layer:
+            raise ValueError(f"backout_layer={self.backout_layer} must be a layer index below n_layer={self.n_layer}")
+        if self.gate_channels > self.d_model:
+            raise ValueError(f"gate_channels={self.gate_channels} exceeds d_model={self.d_model}")
+        if self.attention not in ("auto", "flex", "sdpa"):
+            raise ValueError(f"attention={self.attention!r}: choose auto, flex or sdpa")
+
+    def value_embed_table(self, layer: int) -> int | None:
+        """Which value-embedding table feeds ``layer`` (None: the layer has none)."""
+        n = self.n_value_embeds
+        if layer < n:
+            return layer
+        if layer >= self.n_layer - n:
+            return layer - (self.n_layer - n)
+        return None
+
+
+def rms_norm(x: Tensor) -> Tensor:
+    return F.rms_norm(x, (x.size(-1),))
+
+
+def init_linear(linear: nn.Linear) -> nn.Linear:
+    """Uniform init with std 0.5/sqrt(fan_in) (modded-nanogpt, Jan 2025)."""
+    bound = math.sqrt(3) * 0.5 / math.sqrt(linear.in_features)
+    nn.init.uniform_(linear.weight, -bound, bound)
+    return linear
+
+
+def zero_linear(in_features: int, out_features: int) -> nn.Linear:
+    linear = nn.Linear(in_features, out_features, bias=False)
+    nn.init.zeros_(linear.weight)
+    return linear
+
+
+class Rotary(nn.Module):
+    """Half-truncated RoPE: a quarter of the head's dims rotate, base 1024; the rest pass through."""
+
+    def __init__(self, head_dim: int, max_seq_len: int):
+        super().__init__()
+        n_rotating = head_dim // 4
+        freqs = (1 / 1024) ** torch.linspace(0.0, 1.0, steps=n_rotating, dtype=torch.float32)
+        freqs = torch.cat([freqs, freqs.new_zeros(head_dim // 2 - n_rotating)])
+        angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), freqs)
+        self.cos = nn.Buffer(angles.cos(), persistent=False)
+        self.sin = nn.Buffer(angles.sin(), persistent=False)
+
+    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
+        """Rotate ``x`` of shape [B, T, H, D] as if it started at position ``offset``."""
+        seq_len = x.size(1)
+        cos = self.cos[None, offset:offset + seq_len, None, :]
+        sin = self.sin[None, offset:offset + seq_len, None, :]
+        x1, x2 = x.float().chunk(2, dim=-1)
+        rotated = torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+        return rotated.type_as(x)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig, has_value_embed: bool):
+        super().__init__()
+        d, self.n_head = config.d_model, config.n_head
+        self.c_q = init_linear(nn.Linear(d, d, bias=False))
+        self.c_k = init_linear(nn.Linear(d, d, bias=False))
+        self.c_v = init_linear(nn.Linear(d, d, bias=False))
+        self.c_proj = zero_linear(d, d)
+        self.attn_gate = zero_linear(config.gate_channels, config.n_head)
+        self.lamb = nn.Parameter(torch.tensor(0.5)) if has_value_embed else None
+
+    def forward(self, x: Tensor, value_embed: Tensor | None, rotary: Rotary, attend: Attend) -> Tensor:
+        B, T, C = x.shape
+        q = self.c_q(x).view(B, T, self.n_head, -1)
+        k = self.c_k(x).view(B, T, self.n_head, -1)
+        v = self.c_v(x).view(B, T, self.n_head, -1)
+        dtype = q.dtype  # the matmuls' dtype (bf16 under autocast); norms and the mix may upcast
+        q, k = rotary(rms_norm(q)), rotary(rms_norm(k))
+        if self.lamb is not None:
+            v = (1 - self.lamb) * v + self.lamb * value_embed.view_as(v)
+        q, k, v = (t.to(dtype).transpose(1, 2) for t in (q, k, v))
+        y = attend(q, k, v).transpose(1, 2)
+        gate = torch.sigmoid(self.attn_gate(x[..., :self.attn_gate.in_features]))
+        y = y * gate.unsqueeze(-1)
+        return self.c_proj(y.reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.c_fc = init_linear(nn.Linear(d_model, 4 * d_model, bias=False))
+        self.c_proj = zero_linear(4 * d_model, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.c_proj(F.relu(self.c_fc(x)).square())
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig, layer: int):
+        super().__init__()
+        self.attn = CausalSelfAttention(config, config.value_embed_table(layer) is not None)
+        self.mlp = MLP(config.d_model)
+        self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))
+
+    def forward(self, x: Tensor, x0: Tensor, value_embed: Tensor | None, rotary: Rotary, attend: Attend) -> Tensor:
+        x = self.lambdas[0] * x + self.lambdas[1] * x0
+        x = x + self.attn(rms_norm(x), value_embed, rotary, attend)
+        return x + self.mlp(rms_norm(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        d = config.d_model
+        self.embed = nn.Embedding(config.vocab_size, d)
+        self.value_embeds = nn.ModuleList(nn.Embedding(config.vocab_size, d) for _ in range(config.n_value_embeds))
+        self.smear_gate = zero_linear(config.gate_channels, 1)
+        self.smear_lambda = nn.Parameter(torch.tensor(0.0))
+        self.blocks = nn.ModuleList(Block(config, layer) for layer in range(config.n_layer))
+        self.skip_weights = nn.Parameter(torch.ones(config.n_layer // 2))
+        self.backout_lambda = nn.Parameter(torch.tensor(0.5))
+        self.lm_head = zero_linear(d, config.vocab_size)
+        self.rotary = Rotary(config.head_dim, config.max_seq_len)
+
+    def smear(self, x: Tensor) -> Tensor:
+        """Add a gated fraction of each token's embedding to the next token's."""
+        gate = self.smear_lambda * torch.sigmoid(self.smear_gate(x[:, 1:, :self.smear_gate.in_features]))
+        return torch.cat([x[:, :1], x[:, 1:] + gate * x[:, :-1]], dim=1)
+
+    def attention_for(self, tokens: Tensor, window: Tensor) -> Attend:
+        """The masked attention every layer uses for this batch of packed documents."""
+        docs = document_ids(tokens)
+        backend = self.config.attention
+        if backend == "flex" or (backend == "auto" and tokens.is_cuda):
+            block_mask = flex_block_mask(docs, window)
+            return lambda q, k, v: flex_attention(q, k, v, block_mask=block_mask)
+        mask = dense_mask(docs, window)
+        return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    def forward(self, tokens: Tensor, window: Tensor, targets: Tensor | None = None) -> Tensor:
+        """``tokens`` [B, T] → soft-capped logits [B, T, V], or the mean loss if ``targets`` given."""
+        attend = self.attention_for(tokens, window)
+        value_embeds = [table(tokens) for table in self.value_embeds]
+        x = x0 = rms_norm(self.smear(self.embed(tokens)))
+
+        n_encoder = self.config.n_layer // 2
+        skips: list[Tensor] = []
+        x_backout = None
+        for layer, block in enumerate(self.blocks):
+            if layer >= n_encoder:
+                x = x + self.skip_weights[layer - n_encoder] * skips.pop()
+            table = self.config.value_embed_table(layer)
+            x = block(x, x0, None if table is None else value_embeds[table], self.rotary, attend)
+            if layer < n_encoder:
+                skips.append(x)
+            if layer == self.config.backout_layer:
+                x_backout = x
+        x = rms_norm(x - self.backout_lambda * x_backout)
+
+        cap = self.config.logit_softcap
+        logits = cap * torch.tanh(self.lm_head(x).float() / cap)
+        if targets is None:
+            return logits
+        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+
+    def param_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The seed's four optimizer groups; every parameter is in exactly one."""
+        embeddings = [self.embed.weight, *(t.weight for t in self.value_embeds)]
+        matrices = [p for name, p in self.blocks.named_parameters() if p.ndim == 2 and "gate" not in name]
+        taken = {id(p) for p in (*embeddings, *matrices, self.lm_head.weight)}
+        scalars = [p for p in self.parameters() if id(p) not in taken]
+        return {"embeddings": embeddings, "lm_head": [self.lm_head.weight], "matrices": matrices, "scalars": scalars}
+
+    def matmul_params(self) -> int:
+        """Parameters used in matrix multiplies (for FLOP counts): the 2-D ones but the embedding lookups."""
+        lookups = {id(p) for p in self.param_groups()["embeddings"]}
+        return sum(p.numel() for p in self.parameters() if p.ndim == 2 and id(p) not in lookups)

@@ -1,0 +1,91 @@
+"""Which keys each query may see: causal ∧ same document ∧ sliding window.
+
+One rule, three forms:
+
+* :func:`allowed` — the rule itself, on index tensors (used by both attention paths and the tests);
+* :func:`flex_block_mask` — a FlexAttention ``BlockMask`` built at 128-token block granularity
+  (blocks that are entirely allowed are marked "full" and skip the mask function; blocks that
+  are entirely forbidden are skipped altogether), as in the modded-nanogpt records since Nov 2024;
+* :func:`dense_mask` — a ``[B, 1, T, T]`` boolean matrix for ``scaled_dot_product_attention``,
+  the path used on CPU (FlexAttention has no CPU backward) and as the reference in tests.
+
+A document starts at every EOT token (50256): the EOT belongs to the document it opens, which is
+how the shards are written (EOT, then the document's tokens).
+
+The window is a 0-d integer tensor, so changing it during training changes data, not code:
+``torch.compile`` does not recompile when it grows.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn.attention.flex_attention import BlockMask
+
+EOT_TOKEN = 50256
+BLOCK_SIZE = 128
+
+
+def document_ids(tokens: Tensor) -> Tensor:
+    """Index of the document each token belongs to, counting EOTs from the row's start."""
+    return (tokens == EOT_TOKEN).cumsum(dim=-1)
+
+
+def allowed(q_idx: Tensor, kv_idx: Tensor, q_doc: Tensor, kv_doc: Tensor, window: Tensor) -> Tensor:
+    """The attention rule: causal, inside the window (``q - k < window``), same document."""
+    return (q_idx >= kv_idx) & (q_idx - kv_idx < window) & (q_doc == kv_doc)
+
+
+def dense_mask(docs: Tensor, window: Tensor) -> Tensor:
+    """``[B, 1, T, T]`` boolean mask (True = may attend) for SDPA."""
+    positions = torch.arange(docs.size(-1), device=docs.device)
+    q_idx, kv_idx = positions[:, None], positions[None, :]
+    mask = allowed(q_idx, kv_idx, docs[:, :, None], docs[:, None, :], window)
+    return mask[:, None]
+
+
+def _ordered(blocks: Tensor) -> tuple[Tensor, Tensor]:
+    """Dense ``[B, nq, nkv]`` block booleans → (counts, indices) with the used blocks first."""
+    counts = blocks.sum(dim=-1, dtype=torch.int32)
+    indices = blocks.to(torch.int8).argsort(dim=-1, descending=True, stable=True).to(torch.int32)
+    return counts[:, None].contiguous(), indices[:, None].contiguous()
+
+
+def flex_block_mask(docs: Tensor, window: Tensor) -> BlockMask:
+    """BlockMask for FlexAttention over ``[B, T]`` document ids, ``T`` a multiple of 128.
+
+    Block ``(i, j)`` pairs query block ``i`` with key block ``j``. Because document ids only grow
+    along a row, a block touches one document iff its first and last ids match, and two blocks can
+    share a document iff their id ranges overlap.
+    """
+    batch, seq_len = docs.shape
+    if seq_len % BLOCK_SIZE:
+        raise ValueError(f"sequence length {seq_len} must be a multiple of {BLOCK_SIZE}")
+    n_blocks = seq_len // BLOCK_SIZE
+    block_docs = docs.view(batch, n_blocks, BLOCK_SIZE)
+    first, last = block_docs[..., 0], block_docs[..., -1]
+
+    block = torch.arange(n_blocks, device=docs.device)
+    q_block, kv_block = block[:, None], block[None, :]
+    distance = (q_block - kv_block) * BLOCK_SIZE  # q_idx - kv_idx between the blocks' first tokens
+    # some pair (q, k) of the two blocks passes each test ...
+    any_causal = q_block >= kv_block
+    any_window = distance - (BLOCK_SIZE - 1) < window
+    any_doc = (first[:, :, None] <= last[:, None, :]) & (first[:, None, :] <= last[:, :, None])
+    # ... or every pair does
+    all_causal = q_block > kv_block
+    all_window = distance + (BLOCK_SIZE - 1) < window
+    all_doc = (first[:, :, None] == last[:, None, :]) & (first[:, None, :] == last[:, :, None])
+
+    full = all_causal & all_window & all_doc
+    partial = any_causal & any_window & any_doc & ~full
+    partial_counts, partial_indices = _ordered(partial)
+    full_counts, full_indices = _ordered(full)
+
+    def mask_mod(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
+        return allowed(q_idx, kv_idx, docs[b, q_idx], docs[b, kv_idx], window)
+
+    return BlockMask.from_kv_blocks(
+        partial_counts, partial_indices, full_counts, full_indices,
+        BLOCK_SIZE=BLOCK_SIZE, mask_mod=mask_mod,
+    )

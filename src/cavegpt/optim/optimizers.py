@@ -1,0 +1,93 @@
+"""The seed's four optimizers over the model's parameter groups, stepped together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cavegpt.optim.muon import Muon
+from cavegpt.optim.schedules import lr_multiplier, muon_momentum
+
+
+@dataclass
+class OptimConfig:
+    """Learning rates and schedules. Defaults are the seed's."""
+
+    embed_lr: float = 0.6  # Adam: token + value embeddings
+    head_lr: float = 0.008  # Adam: LM head
+    matrix_lr: float = 0.05  # Muon: 2-D hidden weights
+    scalar_lr: float = 0.04  # Adam: lambdas, skip weights, gates, smear/backout
+    adam_beta1: float = 0.8
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-10
+    muon_momentum_start: float = 0.85
+    muon_momentum: float = 0.95
+    muon_momentum_warmup: int = 300
+    ns_steps: int = 5
+    warmup_iters: int = 0
+    cooldown_iters: int = 640
+
+    def validate(self) -> None:
+        for name in ("embed_lr", "head_lr", "matrix_lr", "scalar_lr", "adam_eps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must not be negative")
+        for name in ("adam_beta1", "adam_beta2", "muon_momentum_start", "muon_momentum"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must lie in [0, 1)")
+        if min(self.warmup_iters, self.cooldown_iters, self.muon_momentum_warmup) < 0 or self.ns_steps < 1:
+            raise ValueError("warmup_iters, cooldown_iters, muon_momentum_warmup must be >= 0 and ns_steps >= 1")
+
+
+class Optimizers:
+    """Adam (embeddings), Adam (LM head), Muon (matrices), Adam (scalars); one schedule for all."""
+
+    NAMES = ("embeddings", "lm_head", "matrices", "scalars")
+
+    def __init__(self, groups: dict[str, list[nn.Parameter]], config: OptimConfig, num_iterations: int):
+        self.config = config
+        self.num_iterations = num_iterations
+        fused = all(p.is_cuda for ps in groups.values() for p in ps)
+
+        def adam(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
+            return torch.optim.Adam(params, lr=lr, betas=(config.adam_beta1, config.adam_beta2),
+                                    eps=config.adam_eps, fused=fused or None)
+
+        self.by_name: dict[str, torch.optim.Optimizer] = {
+            "embeddings": adam(groups["embeddings"], config.embed_lr),
+            "lm_head": adam(groups["lm_head"], config.head_lr),
+            "matrices": Muon(groups["matrices"], lr=config.matrix_lr, momentum=config.muon_momentum,
+                             ns_steps=config.ns_steps),
+            "scalars": adam(groups["scalars"], config.scalar_lr),
+        }
+        for optimizer in self.by_name.values():
+            for group in optimizer.param_groups:
+                group["base_lr"] = group["lr"]
+
+    def set_schedule(self, step: int) -> None:
+        """Learning rates and Muon momentum for optimizer step ``step`` (0-based)."""
+        c = self.config
+        multiplier = lr_multiplier(step, self.num_iterations, c.cooldown_iters, c.warmup_iters)
+        for optimizer in self.by_name.values():
+            for group in optimizer.param_groups:
+                group["lr"] = group["base_lr"] * multiplier
+        for group in self.by_name["matrices"].param_groups:
+            group["momentum"] = muon_momentum(step, c.muon_momentum_start, c.muon_momentum, c.muon_momentum_warmup)
+
+    def step(self, step: int) -> None:
+        self.set_schedule(step)
+        for optimizer in self.by_name.values():
+            optimizer.step()
+        self.zero_grad()
+
+    def zero_grad(self) -> None:
+        for optimizer in self.by_name.values():
+            optimizer.zero_grad(set_to_none=True)
+
+    def state_dict(self) -> dict:
+        return {name: opt.state_dict() for name, opt in self.by_name.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, opt in self.by_name.items():
+            opt.load_state_dict(state[name])

@@ -1,0 +1,110 @@
+"""The model: size, the seed's features doing what they say, both attention paths."""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from cavegpt.model.gpt import GPT, ModelConfig
+from cavegpt.model.masks import EOT_TOKEN
+
+SMALL = dict(n_layer=6, n_head=2, d_model=64, backout_layer=4, vocab_size=50304, max_seq_len=1024)
+
+
+def test_full_model_parameter_count_matches_hand_count() -> None:
+    with torch.device("meta"):
+        model = GPT(ModelConfig())
+    counted = sum(p.numel() for p in model.parameters())
+    V, d, L, H = 50304, 768, 12, 6
+    embeddings = 4 * V * d  # token embedding + 3 value-embedding tables
+    attention = 4 * d * d + 12 * H  # Q, K, V, output + per-head gate reading 12 channels
+    mlp = 2 * d * 4 * d
+    per_block = attention + mlp + 2  # + the block's two lambdas
+    by_hand = embeddings + L * per_block + 6 * 1 + V * d + (L // 2) + 12 + 1 + 1
+    #                                    lamb ×6   head   skips   smear gate, smear λ, backout λ
+    print(f"\nfull model: {counted:,} parameters ({counted - embeddings:,} outside the four embedding tables; "
+          f"{model.matmul_params():,} in matrix multiplies)")
+    assert abs(counted - by_hand) <= 0.01 * by_hand
+    assert counted == by_hand
+    assert model.matmul_params() == L * (4 * d * d + 2 * d * 4 * d + 12 * H) + V * d + 12
+
+
+def test_forward_shapes_softcap_and_loss() -> None:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**SMALL, attention="sdpa"))
+    for p in model.parameters():  # leave the zero init so the logits are not all zero
+        torch.nn.init.normal_(p, std=1.0)
+    tokens = torch.randint(0, 50257, (2, 256))
+    logits = model(tokens, torch.tensor(128))
+    assert logits.shape == (2, 256, 50304)
+    assert logits.abs().max() <= 30.0
+    loss = model(tokens[:, :-1].contiguous(), torch.tensor(128), targets=tokens[:, 1:])
+    assert torch.isfinite(loss)
+
+
+def test_initial_loss_is_uniform_and_every_parameter_gets_a_gradient_after_a_step() -> None:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**SMALL, attention="sdpa"))
+    tokens = torch.randint(0, 50257, (1, 257))
+    loss = model(tokens[:, :-1], torch.tensor(128), tokens[:, 1:])
+    assert abs(loss.item() - torch.log(torch.tensor(50304.0)).item()) < 1e-4  # zero LM head: uniform
+    # after nudging the zero-initialised weights, gradient reaches every parameter
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    loss = model(tokens[:, :-1], torch.tensor(128), tokens[:, 1:])
+    loss.backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_flex_and_sdpa_models_give_the_same_logits() -> None:
+    torch.manual_seed(0)
+    flex = GPT(ModelConfig(**SMALL, attention="flex"))
+    with torch.no_grad():
+        for p in flex.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    sdpa = GPT(ModelConfig(**SMALL, attention="sdpa"))
+    sdpa.load_state_dict(flex.state_dict())
+    tokens = torch.randint(0, 50256, (2, 512))
+    tokens[:, ::97] = EOT_TOKEN
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = flex(tokens, torch.tensor(256))
+        b = sdpa(tokens, torch.tensor(256))
+    torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_documents_do_not_see_each_other() -> None:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**SMALL, attention="sdpa"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        model.smear_lambda.zero_()  # the smear gate is the one path across a boundary (token t-1 → t)
+    tokens = torch.randint(0, 50256, (1, 256))
+    tokens[0, 128] = EOT_TOKEN
+    changed = tokens.clone()
+    changed[0, :100] = torch.randint(0, 50256, (100,))
+    with torch.no_grad():
+        a, b = model(tokens, torch.tensor(256)), model(changed, torch.tensor(256))
+    assert not torch.allclose(a[0, :128], b[0, :128])
+    torch.testing.assert_close(a[0, 128:], b[0, 128:])  # the second document never looks back
+
+
+def test_smear_adds_gated_previous_token() -> None:
+    model = GPT(ModelConfig(**SMALL, attention="sdpa"))
+    with torch.no_grad():
+        model.smear_lambda.fill_(0.5)  # gate weight 0 → sigmoid 0.5 → 0.25 of the previous token
+    x = torch.randn(1, 5, 64)
+    out = model.smear(x)
+    torch.testing.assert_close(out[0, 0], x[0, 0])
+    torch.testing.assert_close(out[0, 1:], x[0, 1:] + 0.25 * x[0, :-1])
+
+
+def test_value_embedding_layout_is_012_then_012() -> None:
+    config = ModelConfig()
+    assert [config.value_embed_table(i) for i in range(12)] == [0, 1, 2] + [None] * 6 + [0, 1, 2]
+    model_layers = GPT(ModelConfig(**SMALL)).blocks
+    assert all(block.attn.lamb is not None for block in model_layers)  # 6 layers: all of them

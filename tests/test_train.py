@@ -1,0 +1,110 @@
+"""End to end through the real CLI: the tiny preset learns on textmix and leaves a run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cavegpt.model.gpt import GPT, ModelConfig
+from cavegpt.train.checkpoint import load_checkpoint
+from tests.conftest import TEXTMIX, textmix_overrides
+
+
+def cavegpt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "cavegpt", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    if not (TEXTMIX / "textmix_val_000000.bin").exists():
+        pytest.skip(f"textmix shards not found at {TEXTMIX}")
+    logs = tmp_path_factory.mktemp("logs")
+    result = cavegpt("train", "--preset", "tiny", *textmix_overrides(TEXTMIX), f"log_dir={logs}", "run_id=tiny",
+                     "log_every=10")
+    assert result.returncode == 0, result.stderr
+    return logs / "tiny"
+
+
+def val_losses(log_text: str) -> dict[int, float]:
+    return {int(m[1]): float(m[2]) for m in re.finditer(r"^step:(\d+)/200 val_loss:([\d.]+) ", log_text, re.M)}
+
+
+def test_tiny_preset_learns_textmix_in_200_steps(tiny_run: Path) -> None:
+    losses = val_losses((tiny_run / "log.txt").read_text())
+    print(f"\ntiny on textmix, val loss by step: {losses}")
+    assert sorted(losses) == [0, 50, 100, 150, 200]
+    assert losses[0] == pytest.approx(10.826, abs=0.01)  # ln(50304) = 10.826: the zero-init LM head
+    # measured 2026-11-24 on this CPU: 10.83 → 5.08; the margin leaves room for other BLAS builds
+    assert losses[200] < 6.0
+    assert all(later < earlier for earlier, later in zip(losses.values(), list(losses.values())[1:]))
+
+
+def test_log_lines_follow_the_seed_format(tiny_run: Path) -> None:
+    text = (tiny_run / "log.txt").read_text()
+    assert re.search(r"^step:200/200 val_loss:\d\.\d{4} train_time:\d+ms step_avg:\d+\.\d{2}ms$", text, re.M)
+    assert re.search(r"^step:10/200 train_loss:\d+\.\d{4} train_time:\d+ms step_avg:\d+\.\d{2}ms$", text, re.M)
+
+
+def test_run_folder_has_config_and_a_loadable_checkpoint(tiny_run: Path) -> None:
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["model"]["d_model"] == 64 and config["train"]["num_iterations"] == 200
+    assert config["data"]["train_glob"].endswith("textmix_train_*.bin")
+    (checkpoint,) = tiny_run.glob("checkpoint_step000200_loss*.pt")
+    assert re.fullmatch(r"checkpoint_step000200_loss\d\.\d{4}\.pt", checkpoint.name)
+    state = load_checkpoint(checkpoint)
+    model = GPT(ModelConfig(**config["model"]))
+    model.load_state_dict(state["model"])
+    assert state["step"] == 200 and set(state["optimizers"]) == {"embeddings", "lm_head", "matrices", "scalars"}
+    assert f"{state['val_loss']:.4f}" in checkpoint.name
+    assert torch.isfinite(model.lm_head.weight).all()
+
+
+def test_target_val_loss_stops_at_first_validation_under_it(tmp_path: Path, textmix: Path) -> None:
+    result = cavegpt("train", "--preset", "tiny", *textmix_overrides(textmix), f"log_dir={tmp_path}", "run_id=t",
+                     "num_iterations=40", "cooldown_iters=10", "val_every=10", "target_val_loss=8.0",
+                     "save_checkpoint=false")
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "t" / "log.txt").read_text()
+    reached = re.search(r"target val_loss<=8.0 reached at step (\d+)", text)
+    assert reached, text
+    last_val = max(val_losses(text.replace("/40 ", "/200 ")))
+    assert int(reached[1]) == last_val < 40  # stopped there, not at the end
+
+
+def test_help_explains_the_commands() -> None:
+    for args in (["--help"], ["train", "--help"], ["data", "synthetic", "--help"], ["bench", "--help"]):
+        result = cavegpt(*args)
+        assert result.returncode == 0 and "usage: cavegpt" in result.stdout
+    assert "key=value" in cavegpt("train", "--help").stdout
+    assert "--mean-doc-len" in cavegpt("data", "synthetic", "--help").stdout
+
+
+def test_user_errors_get_one_line_and_no_traceback(tmp_path: Path) -> None:
+    cases = [
+        (["train", "--preset", "tiny", "num_iteration=5"], "unknown config key 'num_iteration'"),
+        (["train", "--preset", "tiny", f"train_glob={tmp_path}/none_*.bin"], "no train shards match"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["train", "--preset", "seed"], "needs a CUDA GPU"))
+    for args, needle in cases:
+        result = cavegpt(*args)
+        assert result.returncode == 2, result.stderr
+        assert needle in result.stderr and "Traceback" not in result.stderr
+
+
+def test_data_synthetic_command_and_print_config(tmp_path: Path) -> None:
+    result = cavegpt("data", "synthetic", "--out", str(tmp_path), "--train-shards", "1", "--shard-tokens", "4096",
+                     "--val-tokens", "2049")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic_train_000001.bin", "synthetic_val_000000.bin"]
+    shown = cavegpt("train", "--preset", "tiny", "seq_len=256", "--print-config")
+    assert json.loads(shown.stdout)["data"]["seq_len"] == 256
