@@ -51,6 +51,21 @@ def cmd_data_synthetic(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_fineweb(args: argparse.Namespace) -> int:
+    from cavegpt.data.fineweb import download_fineweb, shards_needed
+
+    train_shards = args.train_shards
+    if train_shards is None:
+        config = build_config(args.preset, [])
+        tokens = config.train.num_iterations * config.train.grad_accum * config.data.micro_batch_tokens
+        train_shards = shards_needed(tokens)
+        print(f"preset {args.preset} trains on {tokens / 1e9:.2f}B tokens: {train_shards} train shards")
+    report = download_fineweb(args.dir, train_shards, workers=args.workers)
+    print(f"{args.dir}: {len(report.fetched)} downloaded, {len(report.skipped)} already complete, "
+          f"{len(report.refetched)} re-fetched after a failed check")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -117,6 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.add_argument("--mean-doc-len", type=float, default=1000.0, help="mean document length in tokens")
     synthetic.add_argument("--seed", type=int, default=0, help="random seed")
     synthetic.set_defaults(func=cmd_data_synthetic)
+
+    fineweb = data_commands.add_parser(
+        "fineweb", help="download the speedrun's FineWeb shards (kjj0/fineweb10B-gpt2) from the HF hub",
+        description="Download fineweb_val_000000.bin and fineweb_train_00000K.bin (K = 1..N, 100M tokens each) "
+                    "with huggingface_hub (HF_ENDPOINT, HF_HUB_OFFLINE and HF_TOKEN apply). Complete shards are "
+                    "checked and skipped; dropped connections resume; a shard failing its check is fetched again.")
+    fineweb.add_argument("--train-shards", type=int, help="train shards to fetch (default: enough for --preset)")
+    fineweb.add_argument("--preset", default="seed", choices=[p for p in PRESET_NAMES if p != "auto"],
+                         help="size the default --train-shards for this preset's tokens (default: seed → 10)")
+    fineweb.add_argument("--dir", default="data/fineweb10B", help="where the shards go (default: data/fineweb10B)")
+    fineweb.add_argument("--workers", type=int, default=8, help="parallel downloads (default 8)")
+    fineweb.set_defaults(func=cmd_data_fineweb)
 
     bench = commands.add_parser("bench", help="tokens/s, MFU and peak memory of a preset on this GPU",
                                 description="Compile a preset, time optimizer steps at fixed attention windows "

@@ -16,6 +16,7 @@ VERSION = 1
 HEADER_INTS = 256
 HEADER_BYTES = HEADER_INTS * 4
 MAX_TOKEN = np.iinfo(np.uint16).max
+VOCAB_SIZE = 50257  # GPT-2: every token id of a shard must be below this
 
 
 class DataError(ValueError):
@@ -71,7 +72,13 @@ def read_header(path: str | Path) -> int:
     return n_tokens
 
 
-def read_tokens(path: str | Path) -> np.ndarray:
-    """All tokens of a shard as uint16, after checking the header."""
+def read_tokens(path: str | Path, vocab_size: int = VOCAB_SIZE) -> np.ndarray:
+    """All tokens of a shard as uint16, after checking the header and that every id is < ``vocab_size``."""
     n_tokens = read_header(path)
-    return np.fromfile(path, dtype="<u2", count=n_tokens, offset=HEADER_BYTES)
+    tokens = np.fromfile(path, dtype="<u2", count=n_tokens, offset=HEADER_BYTES)
+    out_of_range = np.flatnonzero(tokens >= vocab_size)
+    if out_of_range.size:
+        first = int(out_of_range[0])
+        raise ShardError(f"{path}: token {int(tokens[first])} at byte {HEADER_BYTES + 2 * first} is outside the "
+                         f"vocabulary (must be < {vocab_size}); {out_of_range.size} such tokens")
+    return tokens
