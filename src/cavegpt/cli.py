@@ -66,6 +66,35 @@ def cmd_data_fineweb(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_prepare(args: argparse.Namespace) -> int:
+    from cavegpt.data.prepare import prepare
+
+    report = prepare(args.inputs, args.out, args.val_tokens, args.shard_tokens, args.text_field, args.name, args.seed)
+    print(f"{args.out}: train {report.train['tokens']:,} tokens in {report.train['documents']:,} documents "
+          f"({len(report.train['shards'])} shards), val {report.val['tokens']:,} tokens in "
+          f"{report.val['documents']:,} documents; {report.tokens_per_second:,.0f} tokens/s. "
+          f"Train with train_glob='{args.out}/{args.name}_train_*.bin' val_glob='{args.out}/{args.name}_val_*.bin'")
+    return 0
+
+
+def cmd_data_check(args: argparse.Namespace) -> int:
+    from cavegpt.data.check import check_shard, shard_paths
+
+    failures = 0
+    print(f"{'shard':<40} {'tokens':>13} {'documents':>10} {'mean doc':>9}")
+    for path in shard_paths(args.target):
+        report = check_shard(path)
+        if report.error:
+            failures += 1
+            print(f"FAIL {report.error}")
+        else:
+            print(f"{path.name:<40} {report.n_tokens:>13,} {report.n_documents:>10,} {report.mean_document_length:>9.1f}")
+    if failures:
+        print(f"{failures} shard(s) failed the check", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -144,6 +173,28 @@ def build_parser() -> argparse.ArgumentParser:
     fineweb.add_argument("--dir", default="data/fineweb10B", help="where the shards go (default: data/fineweb10B)")
     fineweb.add_argument("--workers", type=int, default=8, help="parallel downloads (default 8)")
     fineweb.set_defaults(func=cmd_data_fineweb)
+
+    prepare = data_commands.add_parser(
+        "prepare", help="tokenize your own text (txt, folders, jsonl, parquet) into train/val shards",
+        description="Tokenize text files (one document each), folders of them, .jsonl (one document per line) "
+                    "and .parquet files with the GPT-2 BPE on all cores, EOT 50256 before every document, into "
+                    "train/val shards in the FineWeb format plus a dataset.json describing them. The val split "
+                    "takes whole documents picked with a fixed seed; the same input gives the same shards.")
+    prepare.add_argument("inputs", nargs="+", metavar="INPUT", help="files or folders")
+    prepare.add_argument("--out", required=True, help="folder for the shards and dataset.json")
+    prepare.add_argument("--val-tokens", type=int, default=10_485_760, help="tokens in the val split (default: the seed's)")
+    prepare.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per shard (default 100M)")
+    prepare.add_argument("--text-field", default="text", help="jsonl field / parquet column holding the text")
+    prepare.add_argument("--name", default="text", help="shard name prefix: NAME_train_000001.bin (default text)")
+    prepare.add_argument("--seed", type=int, default=1234, help="seed of the val split")
+    prepare.set_defaults(func=cmd_data_prepare)
+
+    check = data_commands.add_parser(
+        "check", help="verify shards: header, size, token range; count documents",
+        description="For each shard: magic, version, size = 1024 + 2 * tokens, every token < 50257, number of "
+                    "documents and mean document length. Exits 1 if any shard fails, naming file and byte offset.")
+    check.add_argument("target", help="a folder of .bin shards or a glob")
+    check.set_defaults(func=cmd_data_check)
 
     bench = commands.add_parser("bench", help="tokens/s, MFU and peak memory of a preset on this GPU",
                                 description="Compile a preset, time optimizer steps at fixed attention windows "
