@@ -145,3 +145,12 @@ def test_check_command_exit_codes(tmp_path: Path) -> None:
     assert empty.returncode == 2 and "no shards found" in empty.stderr
     with pytest.raises(DataError):
         shard_paths(str(tmp_path / "zzz"))
+
+
+def test_shipped_sample_corpus_is_valid_and_licensed() -> None:
+    from cavegpt.config import SAMPLE_CORPUS
+
+    reports = [check_shard(p) for p in shard_paths(str(SAMPLE_CORPUS))]
+    assert [r.error for r in reports] == [None, None]
+    assert sum(r.n_tokens for r in reports) > 100_000
+    assert "PYTHON SOFTWARE FOUNDATION LICENSE" in (SAMPLE_CORPUS / "LICENSE.md").read_text()

@@ -18,7 +18,8 @@ from tests.conftest import TEXTMIX, textmix_overrides
 
 
 def cavegpt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    src = str(Path(__file__).resolve().parents[1] / "src")  # the package under test, from any cwd
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
     return subprocess.run([sys.executable, "-m", "cavegpt", *args], capture_output=True, text=True, cwd=cwd,
                           env=env, timeout=900)
 
@@ -108,3 +109,10 @@ def test_data_synthetic_command_and_print_config(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["synthetic_train_000001.bin", "synthetic_val_000000.bin"]
     shown = cavegpt("train", "--preset", "tiny", "seq_len=256", "--print-config")
     assert json.loads(shown.stdout)["data"]["seq_len"] == 256
+
+
+def test_tiny_preset_runs_on_the_shipped_sample_corpus_without_data(tmp_path: Path) -> None:
+    result = cavegpt("train", "--preset", "tiny", f"log_dir={tmp_path}", "run_id=demo", "num_iterations=6",
+                     "cooldown_iters=2", "val_every=0", "save_checkpoint=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "step:6/6 val_loss:" in (tmp_path / "demo" / "log.txt").read_text()

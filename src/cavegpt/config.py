@@ -16,6 +16,7 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -75,9 +76,14 @@ def consumer_24gb_preset() -> Config:
     return config
 
 
+SAMPLE_CORPUS = Path(__file__).parent / "data" / "sample"
+
+
 def tiny_preset() -> Config:
-    """A small model of the same architecture that trains on a CPU in seconds (tests, demo)."""
+    """A small model of the same architecture that trains on a CPU in minutes, on the shipped sample corpus."""
     config = Config()
+    config.data.train_glob = str(SAMPLE_CORPUS / "sample_train_*.bin")
+    config.data.val_glob = str(SAMPLE_CORPUS / "sample_val_*.bin")
     config.model = ModelConfig(n_layer=6, n_head=2, d_model=64, backout_layer=4, window=512, max_seq_len=4096)
     config.data.seq_len = 512
     config.data.val_tokens = 16 * 512
