@@ -8,9 +8,15 @@ import tempfile
 
 from cavegpt.config import PRESET_NAMES, ConfigError, auto_preset_name, build_config
 from cavegpt.data.shards import DataError
+from cavegpt.train.checkpoint import CheckpointError
+from cavegpt.train.guards import NonFiniteError
 from cavegpt.train.trainer import DeviceError, Trainer
 
-USER_ERRORS = (ConfigError, DataError, DeviceError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, DeviceError, CheckpointError, FileNotFoundError)
+EXIT_USER_ERROR = 2
+EXIT_STOPPED = 3  # stopped by SIGINT/SIGTERM after saving: resumable
+EXIT_NON_FINITE = 4
+EXIT_ABORTED = 130
 
 OVERRIDES_HELP = ("settings as key=value, e.g. num_iterations=100 data.seq_len=16384 "
                   "(use --print-config to see every key and its value)")
@@ -32,11 +38,31 @@ def config_from(args: argparse.Namespace):
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from cavegpt.train.resume import resume_point
+
     config = config_from(args)
     if args.print_config:
         print(config.to_json())
         return 0
-    result = Trainer(config).run()
+    resume_from = None
+    if config.train.resume:
+        config, resume_from = resume_point(config.train.resume, config)
+    return run_training(config, resume_from)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from cavegpt.train.resume import resume_point
+
+    config, resume_from = resume_point(args.run)
+    return run_training(config, resume_from)
+
+
+def run_training(config, resume_from) -> int:
+    result = Trainer(config, resume_from=resume_from).run()
+    if result.stopped:
+        print(f"stopped by {result.stopped} at step {result.final_step}; checkpoint {result.checkpoint}. "
+              f"Continue with: cavegpt resume {result.run_dir}", file=sys.stderr)
+        return EXIT_STOPPED
     print(f"final val_loss {result.final_val_loss:.4f} at step {result.final_step}; "
           f"train time {result.train_time_ms / 1000:.1f}s; run folder {result.run_dir}")
     return 0
@@ -147,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_preset_arguments(train)
     train.set_defaults(func=cmd_train)
 
+    resume = commands.add_parser(
+        "resume", help="continue a stopped run exactly where its newest checkpoint left it",
+        description="Continue logs/<run_id> from its newest usable checkpoint: weights, the four optimizers, "
+                    "step, schedules, data position and random state. log.txt and metrics.jsonl continue.")
+    resume.add_argument("run", help="the run folder, e.g. logs/20261124-101500-ab12cd")
+    resume.set_defaults(func=cmd_resume)
+
     data = commands.add_parser("data", help="make or fetch token shards")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     synthetic = data_commands.add_parser(
@@ -211,11 +244,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
+
     try:
         return args.func(args)
     except USER_ERRORS as e:
         print(f"cavegpt: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_USER_ERROR
+    except NonFiniteError as e:
+        print(f"cavegpt: stopped: {e}", file=sys.stderr)
+        return EXIT_NON_FINITE
+    except torch.OutOfMemoryError:
+        print("cavegpt: error: the GPU ran out of memory. On a 24 GB card use --preset 4090; otherwise halve "
+              "data.seq_len and double train.grad_accum (same tokens per step), e.g. seq_len=8192 grad_accum=64.",
+              file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
-        print("cavegpt: interrupted", file=sys.stderr)
-        return 130
+        print("cavegpt: aborted", file=sys.stderr)
+        return EXIT_ABORTED

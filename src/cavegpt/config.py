@@ -184,5 +184,38 @@ def apply_overrides(config: Config, overrides: list[str]) -> Config:
     return config
 
 
+def config_from_dict(data: dict[str, dict[str, typing.Any]], origin: str) -> Config:
+    """Rebuild a Config saved by ``Config.to_dict`` (config.json, checkpoints)."""
+    sections = {}
+    for section in Config.SECTIONS:
+        kind = typing.get_type_hints(Config)[section]
+        known = {f.name for f in dataclasses.fields(kind)}
+        given = data.get(section, {})
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise ConfigError(f"{origin}: unknown {section} settings {', '.join(unknown)} "
+                              "(written by another version of cavegpt?)")
+        sections[section] = kind(**given)
+    config = Config(**sections)
+    config.validate()
+    return config
+
+
+# settings a resumed run may change without changing what is learned
+RESUME_MAY_CHANGE = {"data.train_glob", "data.val_glob", "train.log_dir", "train.run_id", "train.device",
+                     "train.compile", "train.log_every", "train.save_checkpoint", "train.checkpoint_every",
+                     "train.checkpoint_minutes", "train.keep_checkpoints", "train.resume", "train.target_val_loss",
+                     "train.check_finite"}
+
+
+def differences(saved: Config, current: Config) -> list[str]:
+    """``section.key: saved → current`` for every setting that differs and must not."""
+    out = []
+    for section in Config.SECTIONS:
+        a, b = dataclasses.asdict(getattr(saved, section)), dataclasses.asdict(getattr(current, section))
+        out += [f"{section}.{k}: {a[k]!r} → {b[k]!r}" for k in a if a[k] != b[k] and f"{section}.{k}" not in RESUME_MAY_CHANGE]
+    return out
+
+
 def build_config(preset: str, overrides: list[str]) -> Config:
     return apply_overrides(load_preset(preset), overrides)

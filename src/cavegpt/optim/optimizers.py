@@ -48,6 +48,7 @@ class Optimizers:
     def __init__(self, groups: dict[str, list[nn.Parameter]], config: OptimConfig, num_iterations: int):
         self.config = config
         self.num_iterations = num_iterations
+        self.multiplier = 1.0  # the learning-rate multiplier last applied
         fused = all(p.is_cuda for ps in groups.values() for p in ps)
 
         def adam(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
@@ -68,10 +69,10 @@ class Optimizers:
     def set_schedule(self, step: int) -> None:
         """Learning rates and Muon momentum for optimizer step ``step`` (0-based)."""
         c = self.config
-        multiplier = lr_multiplier(step, self.num_iterations, c.cooldown_iters, c.warmup_iters)
+        self.multiplier = lr_multiplier(step, self.num_iterations, c.cooldown_iters, c.warmup_iters)
         for optimizer in self.by_name.values():
             for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * multiplier
+                group["lr"] = group["base_lr"] * self.multiplier
         for group in self.by_name["matrices"].param_groups:
             group["momentum"] = muon_momentum(step, c.muon_momentum_start, c.muon_momentum, c.muon_momentum_warmup)
 

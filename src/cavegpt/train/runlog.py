@@ -25,6 +25,18 @@ class RunLog:
     def write_config(self, config: dict[str, Any]) -> None:
         (self.folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
+    def metric(self, **record: Any) -> None:
+        """One JSON record in ``metrics.jsonl`` (per logged step and per validation)."""
+        with open(self.folder / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def drop_metrics_after(self, step: int) -> None:
+        """On resume: forget records past the checkpoint's step, which the run will produce again."""
+        path = self.folder / "metrics.jsonl"
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+            path.write_text("".join(line + "\n" for line in kept))
+
     def line(self, text: str) -> None:
         with open(self.path, "a") as f:
             f.write(text + "\n")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -14,7 +15,8 @@ from cavegpt.data.loader import TokenStream, find_shards, validation_stream
 from cavegpt.model.gpt import GPT
 from cavegpt.optim.optimizers import Optimizers
 from cavegpt.optim.schedules import attention_window
-from cavegpt.train.checkpoint import checkpoint_name, save_checkpoint
+from cavegpt.train.checkpoint import checkpoint_name, prune_checkpoints, save_checkpoint
+from cavegpt.train.guards import NonFiniteError, StopSignals, check_finite
 from cavegpt.train.runlog import RunLog, new_run_id, step_line
 
 
@@ -34,7 +36,12 @@ class TrainConfig:
     log_dir: str = "logs"
     run_id: str = ""  # empty: a timestamped id
     log_every: int = 1  # train-loss lines every N steps
-    save_checkpoint: bool = True
+    save_checkpoint: bool = True  # the final checkpoint
+    checkpoint_every: int = 0  # also save every N steps (0: off)
+    checkpoint_minutes: float = 0.0  # also save every M minutes of wall-clock (0: off)
+    keep_checkpoints: int = 2  # periodic checkpoints kept (the final one always stays)
+    check_finite: bool = True  # stop on a NaN/inf loss or gradient (one host sync per step)
+    resume: str = ""  # a run folder or checkpoint to continue from
 
     def validate(self) -> None:
         if self.num_iterations < 1 or self.grad_accum < 1:
@@ -45,6 +52,20 @@ class TrainConfig:
             raise ValueError(f"device={self.device!r}: choose auto, cuda or cpu")
         if self.window_start < 1:
             raise ValueError(f"window_start={self.window_start} must be >= 1")
+        if self.checkpoint_every < 0 or self.checkpoint_minutes < 0 or self.keep_checkpoints < 1:
+            raise ValueError("checkpoint_every and checkpoint_minutes must be >= 0, keep_checkpoints >= 1")
+
+
+@dataclass
+class Progress:
+    """Where a run stands; saved in checkpoints."""
+
+    step: int = 0  # optimizer steps done
+    train_time_ms: float = 0.0
+    val_loss: float = float("nan")  # the latest
+    validated_at: int = -1  # step of the latest validation
+    target_step: int | None = None
+    target_time_ms: float | None = None
 
 
 @dataclass
@@ -57,6 +78,7 @@ class RunResult:
     target_step: int | None = None
     target_time_ms: float | None = None
     checkpoint: Path | None = None
+    stopped: str | None = None  # the signal that stopped the run early, if any
 
 
 class DeviceError(RuntimeError):
@@ -75,10 +97,13 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     """Owns the model, the optimizers and the data streams of one run."""
 
-    def __init__(self, config, echo: bool = True):
+    def __init__(self, config, echo: bool = True, resume_from: tuple[Path, dict] | None = None):
+        """``resume_from``: (checkpoint path, its loaded state), checked against ``config`` by the caller."""
         self.config = config
         self.device = resolve_device(config.train.device)
         self.echo = echo
+        self.resume_from = resume_from
+        self.run_dir = Path(config.train.log_dir) / (config.train.run_id or new_run_id())
         model_cfg, data_cfg, train_cfg = self.config.model, self.config.data, self.config.train
         self.on_cuda = self.device.type == "cuda"
 
@@ -110,8 +135,11 @@ class Trainer:
         train = self.config.train
         return attention_window(step, train.num_iterations, train.window_start, self.config.model.window)
 
-    def train_step(self, step: int) -> Tensor:
-        """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss (on device)."""
+    def train_step(self, step: int, check_groups: dict | None = None) -> Tensor:
+        """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss (on device).
+
+        With ``check_groups``, a non-finite loss or gradient raises before the weights change.
+        """
         accum = self.config.train.grad_accum
         total = torch.zeros((), device=self.device)
         for _ in range(accum):
@@ -120,6 +148,8 @@ class Trainer:
                 loss = self.forward(inputs, self.window, targets)
             (loss / accum).backward()
             total += loss.detach()
+        if check_groups is not None:
+            check_finite(step, total, check_groups)
         self.optimizers.step(step)
         return total / accum
 
@@ -153,52 +183,114 @@ class Trainer:
         if self.on_cuda:
             torch.cuda.synchronize()
 
-    def state(self, step: int, val_loss: float) -> dict:
+    def state(self, progress: Progress) -> dict:
+        """Everything needed to continue exactly from here."""
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if self.on_cuda:
+            rng["cuda"] = torch.cuda.get_rng_state_all()
         return {"model": self.model.state_dict(), "optimizers": self.optimizers.state_dict(),
-                "config": asdict(self.config), "step": step, "val_loss": val_loss,
-                "train_position": self.train_stream.position}
+                "config": asdict(self.config), "progress": asdict(progress),
+                "train_position": list(self.train_stream.position), "rng": rng}
+
+    def restore(self, state: dict) -> Progress:
+        self.model.load_state_dict(state["model"])
+        self.optimizers.load_state_dict(state["optimizers"])
+        self.train_stream.seek(*state["train_position"])
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        if self.on_cuda and "cuda" in state["rng"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        return Progress(**state["progress"])
 
     def run(self) -> RunResult:
         train = self.config.train
         total = train.num_iterations
-        run_dir = Path(train.log_dir) / (train.run_id or new_run_id())
-        log = RunLog(run_dir, echo=self.echo)
-        log.write_config(asdict(self.config))
-        log.line(f"run {run_dir} | device {self.device} | torch {torch.__version__} | "
-                 f"{sum(p.numel() for p in self.model.parameters()):,} parameters | "
-                 f"{self.tokens_per_step:,} tokens/step")
+        log = RunLog(self.run_dir, echo=self.echo)
+        if self.resume_from is None:
+            progress = Progress()
+            log.write_config(asdict(self.config))
+            log.line(f"run {self.run_dir} | device {self.device} | torch {torch.__version__} | "
+                     f"{sum(p.numel() for p in self.model.parameters()):,} parameters | "
+                     f"{self.tokens_per_step:,} tokens/step")
+        else:
+            path, state = self.resume_from
+            progress = self.restore(state)
+            log.drop_metrics_after(progress.step)
+            log.line(f"resumed from {path.name} at step {progress.step}")
         compile_seconds = self.warmup()
         log.line(f"warm-up (compile) {compile_seconds:.1f}s")
 
-        train_ms, target_step, target_ms, val_loss = 0.0, None, None, float("nan")
+        groups = self.model.param_groups()
+        start = progress.step
+        last_saved = self.resume_from[0] if self.resume_from else None
         self.synchronize()
-        t0 = time.perf_counter()
-        step = 0
-        for step in range(total + 1):
-            last = step == total
-            self.set_window(self.window_at(step))
-            if last or (train.val_every and step % train.val_every == 0):
-                self.synchronize()
-                train_ms += 1000 * (time.perf_counter() - t0)
-                val_loss = self.evaluate()
-                log.line(step_line(step, total, train_ms, step, val_loss=val_loss))
-                if train.target_val_loss is not None and val_loss <= train.target_val_loss:
-                    target_step, target_ms = step, train_ms
-                    log.line(f"target val_loss<={train.target_val_loss} reached at step {step}, "
-                             f"train_time:{train_ms:.0f}ms")
-                    last = True
-                self.synchronize()
-                t0 = time.perf_counter()
-            if last:
-                break
-            loss = self.train_step(step)
-            if (step + 1) % train.log_every == 0 or step + 1 == total:
-                loss_value = loss.item()  # the only host sync of a logged step
-                elapsed = train_ms + 1000 * (time.perf_counter() - t0)
-                log.line(step_line(step + 1, total, elapsed, step + 1, train_loss=loss_value))
+        t0 = saved_at = time.perf_counter()
+        with StopSignals() as signals:
+            for step in range(start, total + 1):
+                progress.step = step
+                last = step == total
+                self.set_window(self.window_at(step))
+                validate = (last or (train.val_every and step % train.val_every == 0)) and step != progress.validated_at
+                save = step > start and not last and (
+                    signals.requested is not None
+                    or (train.checkpoint_every and step % train.checkpoint_every == 0)
+                    or (train.checkpoint_minutes and time.perf_counter() - saved_at >= 60 * train.checkpoint_minutes))
+                if validate or save:  # the clock stops: train_time counts training steps only
+                    self.synchronize()
+                    progress.train_time_ms += 1000 * (time.perf_counter() - t0)
+                    if validate:
+                        last = self.validate(progress, log) or last
+                    if save and not last:
+                        last_saved = save_checkpoint(self.run_dir / checkpoint_name(step), self.state(progress))
+                        prune_checkpoints(self.run_dir, train.keep_checkpoints)
+                        saved_at = time.perf_counter()
+                        log.line(f"saved {last_saved.name}")
+                    self.synchronize()
+                    t0 = time.perf_counter()
+                if signals.requested and not last:
+                    log.line(f"stopped by {signals.requested} at step {step}; continue with: "
+                             f"cavegpt resume {self.run_dir}")
+                    return self.result(progress, compile_seconds, last_saved, stopped=signals.requested)
+                if last:
+                    break
+                try:
+                    loss = self.train_step(step, groups if train.check_finite else None)
+                except NonFiniteError as e:
+                    log.line(f"{e}. Stopped without updating the weights; the last good checkpoint is "
+                             f"{last_saved or 'none (set checkpoint_every=N to keep some)'}")
+                    raise NonFiniteError(f"{e}; last good checkpoint: {last_saved or 'none'}") from None
+                if (step + 1) % train.log_every == 0 or step + 1 == total:
+                    loss_value = loss.item()
+                    elapsed = progress.train_time_ms + 1000 * (time.perf_counter() - t0)
+                    log.line(step_line(step + 1, total, elapsed, step + 1, train_loss=loss_value))
+                    log.metric(kind="train", step=step + 1, tokens=(step + 1) * self.tokens_per_step,
+                               train_loss=loss_value, lr_multiplier=self.optimizers.multiplier,
+                               window=self.window_tokens, train_time_ms=elapsed)
 
         checkpoint = None
         if train.save_checkpoint:
-            checkpoint = save_checkpoint(run_dir / checkpoint_name(step, val_loss), self.state(step, val_loss))
+            checkpoint = save_checkpoint(self.run_dir / checkpoint_name(progress.step, progress.val_loss),
+                                         self.state(progress))
             log.line(f"saved {checkpoint}")
-        return RunResult(run_dir, step, val_loss, train_ms, compile_seconds, target_step, target_ms, checkpoint)
+        return self.result(progress, compile_seconds, checkpoint)
+
+    def validate(self, progress: Progress, log: RunLog) -> bool:
+        """Validate at ``progress.step``; True when the target loss is reached."""
+        train = self.config.train
+        progress.val_loss = self.evaluate()
+        progress.validated_at = progress.step
+        log.line(step_line(progress.step, train.num_iterations, progress.train_time_ms, progress.step,
+                           val_loss=progress.val_loss))
+        log.metric(kind="val", step=progress.step, tokens=progress.step * self.tokens_per_step,
+                   val_loss=progress.val_loss, train_time_ms=progress.train_time_ms)
+        if train.target_val_loss is None or progress.val_loss > train.target_val_loss or progress.target_step is not None:
+            return False
+        progress.target_step, progress.target_time_ms = progress.step, progress.train_time_ms
+        log.line(f"target val_loss<={train.target_val_loss} reached at step {progress.step}, "
+                 f"train_time:{progress.train_time_ms:.0f}ms")
+        return True
+
+    def result(self, progress: Progress, compile_seconds: float, checkpoint: Path | None,
+               stopped: str | None = None) -> RunResult:
+        return RunResult(self.run_dir, progress.step, progress.val_loss, progress.train_time_ms, compile_seconds,
+                         progress.target_step, progress.target_time_ms, checkpoint, stopped)

@@ -1,0 +1,63 @@
+"""What stops a run early, and how: a signal from the user, or numbers that are no longer numbers."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import types
+
+import torch
+from torch import nn
+
+
+class NonFiniteError(RuntimeError):
+    """The loss or a gradient became NaN or infinite; the message names the step and the group."""
+
+
+def check_finite(step: int, loss: torch.Tensor, groups: dict[str, list[nn.Parameter]]) -> None:
+    """Raise ``NonFiniteError`` if the loss or any group's gradient norm is not finite.
+
+    One host sync per step: the group norms are stacked with the loss and read together.
+    """
+    names = [name for name, params in groups.items() if any(p.grad is not None for p in params)]
+    norms = [torch.linalg.vector_norm(torch.stack(torch._foreach_norm(
+        [p.grad for p in groups[name] if p.grad is not None])).float()) for name in names]
+    finite = torch.isfinite(torch.stack([loss.float(), *norms])).tolist()
+    if all(finite):
+        return
+    if not finite[0]:
+        bad = [name for name, ok in zip(names, finite[1:]) if not ok]
+        where = f"; gradients of {', '.join(bad)} too" if bad else ""
+        raise NonFiniteError(f"step {step}: the training loss is {loss.item()}{where}")
+    bad = [name for name, ok in zip(names, finite[1:]) if not ok]
+    raise NonFiniteError(f"step {step}: non-finite gradient norm in parameter group(s) {', '.join(bad)}")
+
+
+class StopSignals:
+    """First SIGINT/SIGTERM: ask the loop to stop after this step. Second SIGINT: abort at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: types.FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.requested is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = name
+        print(f"\n{name}: finishing this step and saving a checkpoint (Ctrl-C again to abort at once)",
+              file=sys.stderr, flush=True)
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signals reach the main thread only; a run in another thread keeps the defaults
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
