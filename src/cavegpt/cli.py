@@ -12,7 +12,9 @@ from cavegpt.train.checkpoint import CheckpointError
 from cavegpt.train.guards import NonFiniteError
 from cavegpt.train.trainer import DeviceError, Trainer
 
-USER_ERRORS = (ConfigError, DataError, DeviceError, CheckpointError, FileNotFoundError)
+from cavegpt.infer.load import ModelFileError
+
+USER_ERRORS = (ConfigError, DataError, DeviceError, CheckpointError, ModelFileError, FileNotFoundError)
 EXIT_USER_ERROR = 2
 EXIT_STOPPED = 3  # stopped by SIGINT/SIGTERM after saving: resumable
 EXIT_NON_FINITE = 4
@@ -121,6 +123,34 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sample(args: argparse.Namespace) -> int:
+    from cavegpt.infer.load import load_model
+    from cavegpt.infer.standalone import sample_from_args
+
+    model, _ = load_model(args.model, args.device)
+    sample_from_args(model, args)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from cavegpt.infer.evaluate import evaluate
+    from cavegpt.infer.load import load_model
+
+    model, meta = load_model(args.model, args.device)
+    loss, bpb = evaluate(model, args.val, args.val_tokens, args.seq_len)
+    print(f"{args.model}: val_loss {loss:.4f} nats/token, {bpb:.4f} bits/byte on {args.val_tokens:,} tokens of {args.val}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cavegpt.infer.load import export_model
+
+    out = export_model(args.model, args.out)
+    print(f"wrote {out}/model.safetensors and {out}/config.json; sample with: "
+          f"python -m cavegpt.infer.standalone {out}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
@@ -161,6 +191,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"{r.window:>6} {r.steps:>5} {r.seconds / r.steps:>7.3f} {r.tokens_per_second:>10,.0f} "
               f"{r.mfu(peak_tflops):>9.1%} {r.mfu(H100_SXM_DATASHEET_TFLOPS):>10.1%} {r.peak_memory_gib:>8.2f}")
     return 0
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -228,6 +264,35 @@ def build_parser() -> argparse.ArgumentParser:
                     "documents and mean document length. Exits 1 if any shard fails, naming file and byte offset.")
     check.add_argument("target", help="a folder of .bin shards or a glob")
     check.set_defaults(func=cmd_data_check)
+
+    from cavegpt.infer.standalone import add_sampling_arguments
+
+    sample = commands.add_parser(
+        "sample", help="generate text from a checkpoint or exported model (canned prompts if none given)",
+        description="Stream completions to stdout. With no prompt, runs the canned prompts at temperatures "
+                    "0 (greedy), 0.7 and 1.0. Stops at EOT or --max-new-tokens. Uses a KV cache.")
+    sample.add_argument("model", help="checkpoint_step*.pt or a folder written by cavegpt export")
+    add_sampling_arguments(sample)
+    sample.set_defaults(func=cmd_sample)
+
+    evaluate = commands.add_parser("eval", help="val loss and bits per byte of a checkpoint or exported model",
+                                   description="Mean cross-entropy (nats/token) and bits per UTF-8 byte over the "
+                                               "first --val-tokens tokens of the val shards.")
+    evaluate.add_argument("model", help="checkpoint_step*.pt or an exported folder")
+    evaluate.add_argument("--val", default="data/fineweb10B/fineweb_val_*.bin", help="val shards (glob)")
+    evaluate.add_argument("--val-tokens", type=int, default=10_485_760, help="tokens to score (default: the seed's)")
+    evaluate.add_argument("--seq-len", type=int, default=32768, help="tokens per forward pass (default 32768)")
+    evaluate.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cuda or cpu")
+    evaluate.set_defaults(func=cmd_eval)
+
+    export = commands.add_parser("export", help="write model.safetensors + config.json for use elsewhere",
+                                 description="Export a checkpoint's weights (safetensors) and model config; "
+                                             "sample and eval load the folder, and so does the standalone entry "
+                                             "python -m cavegpt.infer.standalone, which needs only torch, "
+                                             "tiktoken and safetensors.")
+    export.add_argument("model", help="checkpoint_step*.pt")
+    export.add_argument("--out", required=True, help="folder to write")
+    export.set_defaults(func=cmd_export)
 
     bench = commands.add_parser("bench", help="tokens/s, MFU and peak memory of a preset on this GPU",
                                 description="Compile a preset, time optimizer steps at fixed attention windows "

@@ -1,7 +1,6 @@
-"""Token shards: the format, streaming loaders and synthetic data."""
+"""Token shards: the format (shards), loading (loader), FineWeb download (fineweb), your own text
+(prepare), verification (check), synthetic shards, and the GPT-2 tokenizer (tokenizer).
 
-from cavegpt.data.loader import DataConfig, TokenStream, find_shards, validation_stream
-from cavegpt.data.shards import ShardError, read_header, read_tokens, write_shard
-
-__all__ = ["DataConfig", "TokenStream", "find_shards", "validation_stream", "ShardError", "read_header",
-           "read_tokens", "write_shard"]
+Import the modules themselves; this package stays empty so that the tokenizer can be used without
+numpy (the standalone inference entry needs only torch, tiktoken and safetensors).
+"""

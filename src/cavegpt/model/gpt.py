@@ -43,6 +43,7 @@ holds the mask.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,7 +55,8 @@ from torch.nn.attention.flex_attention import flex_attention
 
 from cavegpt.model.masks import dense_mask, document_ids, flex_block_mask
 
-Attend = Callable[[Tensor, Tensor, Tensor], Tensor]
+Attend = Callable[[Tensor, Tensor, Tensor], Tensor]  # (q, k, v) [B, H, T, D] → [B, H, T, D]
+Rotate = Callable[[Tensor], Tensor]  # [B, T, H, D] → the same, rotated at the batch's positions
 
 
 @dataclass
@@ -131,11 +133,12 @@ class Rotary(nn.Module):
         self.cos = nn.Buffer(angles.cos(), persistent=False)
         self.sin = nn.Buffer(angles.sin(), persistent=False)
 
-    def forward(self, x: Tensor, offset: int = 0) -> Tensor:
-        """Rotate ``x`` of shape [B, T, H, D] as if it started at position ``offset``."""
-        seq_len = x.size(1)
-        cos = self.cos[None, offset:offset + seq_len, None, :]
-        sin = self.sin[None, offset:offset + seq_len, None, :]
+    def forward(self, x: Tensor, positions: Tensor | None = None) -> Tensor:
+        """Rotate ``x`` [B, T, H, D] at ``positions`` [B, T] (default: 0 … T-1 in every row)."""
+        if positions is None:
+            cos, sin = self.cos[None, :x.size(1), None, :], self.sin[None, :x.size(1), None, :]
+        else:
+            cos, sin = self.cos[positions][:, :, None, :], self.sin[positions][:, :, None, :]
         x1, x2 = x.float().chunk(2, dim=-1)
         rotated = torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
         return rotated.type_as(x)
@@ -152,7 +155,7 @@ class CausalSelfAttention(nn.Module):
         self.attn_gate = zero_linear(config.gate_channels, config.n_head)
         self.lamb = nn.Parameter(torch.tensor(0.5)) if has_value_embed else None
 
-    def forward(self, x: Tensor, value_embed: Tensor | None, rotary: Rotary, attend: Attend) -> Tensor:
+    def forward(self, x: Tensor, value_embed: Tensor | None, rotary: Rotate, attend: Attend) -> Tensor:
         B, T, C = x.shape
         q = self.c_q(x).view(B, T, self.n_head, -1)
         k = self.c_k(x).view(B, T, self.n_head, -1)
@@ -185,7 +188,7 @@ class Block(nn.Module):
         self.mlp = MLP(config.d_model)
         self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))
 
-    def forward(self, x: Tensor, x0: Tensor, value_embed: Tensor | None, rotary: Rotary, attend: Attend) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, value_embed: Tensor | None, rotary: Rotate, attend: Attend) -> Tensor:
         x = self.lambdas[0] * x + self.lambdas[1] * x0
         x = x + self.attn(rms_norm(x), value_embed, rotary, attend)
         return x + self.mlp(rms_norm(x))
@@ -207,10 +210,16 @@ class GPT(nn.Module):
         self.lm_head = zero_linear(d, config.vocab_size)
         self.rotary = Rotary(config.head_dim, config.max_seq_len)
 
-    def smear(self, x: Tensor) -> Tensor:
-        """Add a gated fraction of each token's embedding to the next token's."""
-        gate = self.smear_lambda * torch.sigmoid(self.smear_gate(x[:, 1:, :self.smear_gate.in_features]))
-        return torch.cat([x[:, :1], x[:, 1:] + gate * x[:, :-1]], dim=1)
+    def smear(self, x: Tensor, previous: Tensor | None = None) -> Tensor:
+        """Add a gated fraction of each token's embedding to the next token's.
+
+        ``previous`` [B, 1, d] is the embedding before ``x[:, 0]`` (generation with a cache); zeros
+        or None mean there is none, as at the start of a training sequence.
+        """
+        if previous is None:
+            previous = torch.zeros_like(x[:, :1])
+        gate = self.smear_lambda * torch.sigmoid(self.smear_gate(x[..., :self.smear_gate.in_features]))
+        return x + gate * torch.cat([previous, x[:, :-1]], dim=1)
 
     def attention_for(self, tokens: Tensor, window: Tensor) -> Attend:
         """The masked attention every layer uses for this batch of packed documents."""
@@ -222,11 +231,21 @@ class GPT(nn.Module):
         mask = dense_mask(docs, window)
         return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
-    def forward(self, tokens: Tensor, window: Tensor, targets: Tensor | None = None) -> Tensor:
-        """``tokens`` [B, T] → soft-capped logits [B, T, V], or the mean loss if ``targets`` given."""
-        attend = self.attention_for(tokens, window)
+    def forward(self, tokens: Tensor, window: Tensor, targets: Tensor | None = None, cache=None) -> Tensor:
+        """``tokens`` [B, T] → soft-capped logits [B, T, V], or the mean loss if ``targets`` given.
+
+        With ``cache`` (a :class:`cavegpt.infer.kv_cache.KVCache` that has ``begin``-ed this chunk),
+        ``tokens`` continue the cached sequences: keys and values are appended and attended to.
+        """
         value_embeds = [table(tokens) for table in self.value_embeds]
-        x = x0 = rms_norm(self.smear(self.embed(tokens)))
+        embedded = self.embed(tokens)
+        if cache is None:
+            shared = self.attention_for(tokens, window)  # one mask for every layer
+            attend_at, rotary, previous = (lambda layer: shared), self.rotary, None
+        else:
+            attend_at, rotary = cache.attention, functools.partial(self.rotary, positions=cache.positions)
+            previous, embedded = cache.smear_inputs(embedded)
+        x = x0 = rms_norm(self.smear(embedded, previous))
 
         n_encoder = self.config.n_layer // 2
         skips: list[Tensor] = []
@@ -235,7 +254,7 @@ class GPT(nn.Module):
             if layer >= n_encoder:
                 x = x + self.skip_weights[layer - n_encoder] * skips.pop()
             table = self.config.value_embed_table(layer)
-            x = block(x, x0, None if table is None else value_embeds[table], self.rotary, attend)
+            x = block(x, x0, None if table is None else value_embeds[table], rotary, attend_at(layer))
             if layer < n_encoder:
                 skips.append(x)
             if layer == self.config.backout_layer:

@@ -1,0 +1,1 @@
+"""Using a trained model: KV-cache generation, canned prompts, evaluation, export."""

@@ -1,0 +1,74 @@
+"""A key/value cache that reproduces, token by token, what the training forward computes.
+
+Everything in the model that looks backwards is kept here: keys and values of every layer (rotary
+already applied), each row's token positions, document ids (a new document at each EOT) for the
+document mask, the sliding window (the model's final one), and the embedding of each row's latest
+token for the smear gate. Rows may start with left padding (batched prompts of different lengths):
+padding is invisible to every real token, takes no position, and does not smear into the next token.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from cavegpt.model.gpt import Attend, ModelConfig
+from cavegpt.model.masks import EOT_TOKEN
+
+
+class KVCache:
+    def __init__(self, config: ModelConfig, batch: int, max_len: int, device: torch.device | str):
+        if max_len > config.max_seq_len:
+            raise ValueError(f"{max_len} tokens exceed the model's rotary table ({config.max_seq_len})")
+        self.config, self.max_len, self.device = config, max_len, torch.device(device)
+        self.keys: list[Tensor | None] = [None] * config.n_layer
+        self.values: list[Tensor | None] = [None] * config.n_layer
+        self.docs = torch.full((batch, max_len), -1, dtype=torch.long, device=device)
+        self.valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
+        self.length = 0
+        self.docs_so_far = torch.zeros(batch, dtype=torch.long, device=device)
+        self.positions_so_far = torch.zeros(batch, dtype=torch.long, device=device)
+        self.last_embedding = torch.zeros(batch, 1, config.d_model, device=device)
+
+    def begin(self, tokens: Tensor, valid: Tensor) -> None:
+        """Prepare positions and the mask for the chunk ``tokens`` [B, T] (``valid`` False = padding)."""
+        start, end = self.length, self.length + tokens.size(1)
+        if end > self.max_len:
+            raise ValueError(f"the cache holds {self.max_len} tokens; this chunk would end at {end}")
+        eot = (tokens == EOT_TOKEN) & valid
+        docs = torch.where(valid, self.docs_so_far[:, None] + eot.cumsum(-1), -1)
+        self.docs[:, start:end], self.valid[:, start:end] = docs, valid
+        self.positions = self.positions_so_far[:, None] + (valid.cumsum(-1) - 1).clamp(min=0)
+        q_idx = torch.arange(start, end, device=self.device)[:, None]
+        k_idx = torch.arange(end, device=self.device)[None, :]
+        allowed = ((k_idx <= q_idx) & (q_idx - k_idx < self.config.window)
+                   & (self.docs[:, None, :end] == docs[:, :, None]) & self.valid[:, None, :end])
+        self.mask = (allowed | (k_idx == q_idx))[:, None]  # padding sees only itself: no empty rows
+        self.chunk_valid = valid
+        self.docs_so_far += eot.sum(-1)
+        self.positions_so_far += valid.sum(-1)
+        self.start, self.length = start, end
+
+    def smear_inputs(self, embedded: Tensor) -> tuple[Tensor, Tensor]:
+        """(embedding before the chunk, the chunk's embeddings with padding zeroed) for the smear gate."""
+        embedded = embedded * self.chunk_valid[..., None]
+        previous = self.last_embedding.to(embedded.dtype)
+        has_valid = self.chunk_valid.any(-1)
+        last = (self.chunk_valid.cumsum(-1) == self.chunk_valid.sum(-1, keepdim=True)) & self.chunk_valid
+        last_embedding = (embedded * last[..., None]).sum(1, keepdim=True)  # the row's last valid token
+        self.last_embedding = torch.where(has_valid[:, None, None], last_embedding.float(), self.last_embedding)
+        return previous, embedded
+
+    def attention(self, layer: int) -> Attend:
+        """Attention for ``layer``: store this chunk's keys/values, attend over all cached ones."""
+        def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+            if self.keys[layer] is None:
+                shape = (k.size(0), k.size(1), self.max_len, k.size(3))
+                self.keys[layer] = torch.zeros(shape, dtype=k.dtype, device=k.device)
+                self.values[layer] = torch.zeros(shape, dtype=v.dtype, device=v.device)
+            keys, values = self.keys[layer], self.values[layer]
+            keys[:, :, self.start:self.length], values[:, :, self.start:self.length] = k, v
+            return F.scaled_dot_product_attention(q, keys[:, :, :self.length], values[:, :, :self.length],
+                                                  attn_mask=self.mask)
+        return attend
