@@ -85,8 +85,8 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int = 256, te
                 logits = model(tokens, window, cache=fresh)[:, -1]
             next_token = sample_next(logits, temperature, top_k, top_p, generator)
             next_token = torch.where(finished, EOT_TOKEN, next_token)
-            for row, token in enumerate(next_token.tolist()):
-                if not finished[row] and token != EOT_TOKEN:
+            for row, (token, done) in enumerate(zip(next_token.tolist(), finished.tolist())):  # one host sync
+                if not done and token != EOT_TOKEN:
                     out[row].append(token)
             finished |= next_token == EOT_TOKEN
             if on_token is not None:
