@@ -6,13 +6,15 @@ import argparse
 import sys
 import tempfile
 
+import torch
+
 from cavegpt.config import PRESET_NAMES, ConfigError, auto_preset_name, build_config
 from cavegpt.data.shards import DataError
+from cavegpt.infer.load import ModelFileError
+from cavegpt.infer.standalone import add_sampling_arguments
 from cavegpt.train.checkpoint import CheckpointError
 from cavegpt.train.guards import NonFiniteError
 from cavegpt.train.trainer import DeviceError, Trainer
-
-from cavegpt.infer.load import ModelFileError
 
 USER_ERRORS = (ConfigError, DataError, DeviceError, CheckpointError, ModelFileError, FileNotFoundError)
 EXIT_USER_ERROR = 2
@@ -152,8 +154,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    import torch
-
     from cavegpt.report.bench import H100_SXM_DATASHEET_TFLOPS, bench_window, measure_matmul_peak_tflops
 
     if args.synthetic:
@@ -191,12 +191,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"{r.window:>6} {r.steps:>5} {r.seconds / r.steps:>7.3f} {r.tokens_per_second:>10,.0f} "
               f"{r.mfu(peak_tflops):>9.1%} {r.mfu(H100_SXM_DATASHEET_TFLOPS):>10.1%} {r.peak_memory_gib:>8.2f}")
     return 0
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,8 +259,6 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("target", help="a folder of .bin shards or a glob")
     check.set_defaults(func=cmd_data_check)
 
-    from cavegpt.infer.standalone import add_sampling_arguments
-
     sample = commands.add_parser(
         "sample", help="generate text from a checkpoint or exported model (canned prompts if none given)",
         description="Stream completions to stdout. With no prompt, runs the canned prompts at temperatures "
@@ -282,7 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--val", default="data/fineweb10B/fineweb_val_*.bin", help="val shards (glob)")
     evaluate.add_argument("--val-tokens", type=int, default=10_485_760, help="tokens to score (default: the seed's)")
     evaluate.add_argument("--seq-len", type=int, default=32768, help="tokens per forward pass (default 32768)")
-    evaluate.add_argument("--device", default="cuda" if _cuda() else "cpu", help="cuda or cpu")
+    evaluate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     evaluate.set_defaults(func=cmd_eval)
 
     export = commands.add_parser("export", help="write model.safetensors + config.json for use elsewhere",
@@ -309,8 +301,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    import torch
-
     try:
         return args.func(args)
     except USER_ERRORS as e:
