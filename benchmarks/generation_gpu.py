@@ -1,4 +1,4 @@
-"""Generation speed of the full-size model on the GPU: KV cache vs full recomputation.
+"""Generation speed of the full-size model on the GPU: KV cache (CUDA graph / eager) vs full recomputation.
 
 Batch 1 and 8, 512 new tokens each, greedy, bf16 autocast, random weights (speed does not depend on
 what the weights say). Usage: PYTHONPATH=src python benchmarks/generation_gpu.py
@@ -24,27 +24,28 @@ def main() -> None:
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
     prompts = [[EOT_TOKEN, *torch.randint(0, 50000, (20 + 7 * i,)).tolist()] for i in range(8)]
-    generate(model, prompts[:2], max_new_tokens=8)
-    generate(model, prompts[:2], max_new_tokens=8, use_cache=False)
+    paths = {"cache+graph": dict(), "cache": dict(cuda_graph=False), "no cache": dict(use_cache=False)}
+    for options in paths.values():
+        generate(model, prompts[:2], max_new_tokens=8, **options)
     print(f"device: {torch.cuda.get_device_name(0)} | torch {torch.__version__} | {NEW_TOKENS} new tokens, greedy")
-    print(f"{'batch':>5} {'path':>9} {'seconds':>8} {'new tokens/s':>13} {'ms/token step':>13} {'speed-up':>8}")
+    print(f"{'batch':>5} {'path':>11} {'seconds':>8} {'new tokens/s':>13} {'ms/token step':>13} {'speed-up':>8}")
     for batch in (1, 8):
         times, outputs = {}, {}
-        for use_cache in (True, False):
+        for name, options in paths.items():
             torch.cuda.synchronize()
             start = time.perf_counter()
-            outputs[use_cache] = generate(model, prompts[:batch], max_new_tokens=NEW_TOKENS, use_cache=use_cache)
+            outputs[name] = generate(model, prompts[:batch], max_new_tokens=NEW_TOKENS, **options)
             torch.cuda.synchronize()
-            times[use_cache] = time.perf_counter() - start
-        steps = max(len(o) for o in outputs[True])
-        for use_cache in (True, False):
-            made = sum(len(o) for o in outputs[use_cache])
-            print(f"{batch:>5} {'cache' if use_cache else 'no cache':>9} {times[use_cache]:>8.2f} "
-                  f"{made / times[use_cache]:>13,.0f} {1000 * times[use_cache] / steps:>13.2f} "
-                  f"{times[False] / times[True] if use_cache else 1.0:>7.1f}x")
-        same = sum(a == b for a, b in zip(outputs[True], outputs[False]))
-        print(f"      greedy outputs identical with and without cache (bf16): {same}/{batch} rows; "
-              f"lengths {[len(o) for o in outputs[True]]}")
+            times[name] = time.perf_counter() - start
+        steps = max(len(o) for o in outputs["cache"])
+        for name in paths:
+            made = sum(len(o) for o in outputs[name])
+            print(f"{batch:>5} {name:>11} {times[name]:>8.2f} {made / times[name]:>13,.0f} "
+                  f"{1000 * times[name] / steps:>13.2f} {times['no cache'] / times[name]:>7.1f}x")
+        for name in ("cache", "no cache"):
+            same = sum(a == b for a, b in zip(outputs["cache+graph"], outputs[name]))
+            print(f"      greedy outputs of cache+graph identical to {name} (bf16): {same}/{batch} rows")
+        print(f"      lengths {[len(o) for o in outputs['cache+graph']]}")
 
 
 if __name__ == "__main__":

@@ -48,15 +48,53 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
+class _GraphedStep:
+    """One cached decoding step (B tokens in, last logits out) captured in a CUDA graph.
+
+    The first call runs eagerly on a side stream (warming up cuBLAS and the allocator, and doing the
+    step's real work); the second captures, then replays; later calls only replay. Between calls
+    only ``tokens`` changes; the cache's buffers are updated in place by the graph itself.
+    """
+
+    def __init__(self, model: GPT, cache: KVCache, window: Tensor, batch: int, device: torch.device):
+        self.model, self.cache, self.window = model, cache, window
+        self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=device)
+        self.valid = torch.ones(batch, 1, dtype=torch.bool, device=device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.calls = 0
+
+    def _step(self) -> Tensor:
+        self.cache.begin(self.tokens, self.valid)
+        return self.model(self.tokens, self.window, cache=self.cache)[:, -1]
+
+    def __call__(self, tokens: Tensor) -> Tensor:
+        self.tokens.copy_(tokens)
+        self.calls += 1
+        if self.calls == 1:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                logits = self._step()
+            torch.cuda.current_stream().wait_stream(side)
+            return logits
+        if self.graph is None:
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.logits = self._step()
+        self.graph.replay()
+        return self.logits
+
+
 @torch.no_grad()
 def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int = 256, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, seed: int = 0, use_cache: bool = True,
-             on_token: Callable[[Tensor, Tensor], None] | None = None) -> list[list[int]]:
+             on_token: Callable[[Tensor, Tensor], None] | None = None, cuda_graph: bool = True) -> list[list[int]]:
     """Continue each prompt until EOT or ``max_new_tokens``; returns the new tokens (EOT not included).
 
     Prompts of different lengths are left-padded into one batch. ``use_cache=False`` recomputes the
     whole sequence for every new token (the reference the cache is tested against).
-    ``on_token(tokens [B], finished [B])`` is called after each step, for streaming.
+    ``on_token(tokens [B], finished [B])`` is called after each step, for streaming. On a GPU the
+    cached decoding step runs as a replayed CUDA graph (``cuda_graph=False`` runs it eagerly).
     """
     device = next(model.parameters()).device
     batch, prompt_len = len(prompts), max(len(p) for p in prompts)
@@ -70,17 +108,21 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int = 256, te
     window = torch.tensor(model.config.window, device=device)
     generator = torch.Generator(device).manual_seed(seed)
     total_len = prompt_len + max_new_tokens
-    cache = KVCache(model.config, batch, total_len, device) if use_cache else None
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # what attention sees under autocast
+    cache = KVCache(model.config, batch, total_len, device, dtype) if use_cache else None
+    graphed = _GraphedStep(model, cache, window, batch, device) if use_cache and cuda_graph and device.type == "cuda" else None
     chunk, chunk_valid = tokens, valid
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     out: list[list[int]] = [[] for _ in prompts]
     with _autocast(device):
         for _ in range(max_new_tokens):
-            if use_cache:
+            if graphed is not None and chunk.size(1) == 1:
+                logits = graphed(chunk)
+            elif use_cache:
                 cache.begin(chunk, chunk_valid)
                 logits = model(chunk, window, cache=cache)[:, -1]
             else:
-                fresh = KVCache(model.config, batch, tokens.size(1), device)
+                fresh = KVCache(model.config, batch, tokens.size(1), device, dtype)
                 fresh.begin(tokens, valid)
                 logits = model(tokens, window, cache=fresh)[:, -1]
             next_token = sample_next(logits, temperature, top_k, top_p, generator)

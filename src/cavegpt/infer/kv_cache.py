@@ -5,6 +5,10 @@ already applied), each row's token positions, document ids (a new document at ea
 document mask, the sliding window (the model's final one), and the embedding of each row's latest
 token for the smear gate. Rows may start with left padding (batched prompts of different lengths):
 padding is invisible to every real token, takes no position, and does not smear into the next token.
+
+Every buffer has a fixed size and every update is a tensor operation (no Python integers that
+change from token to token), so one decoding step can be captured in a CUDA graph and replayed.
+Attention always spans the whole buffer; the mask hides the slots not yet written.
 """
 
 from __future__ import annotations
@@ -19,37 +23,38 @@ from cavegpt.model.masks import EOT_TOKEN
 
 
 class KVCache:
-    def __init__(self, config: ModelConfig, batch: int, max_len: int, device: torch.device | str):
+    def __init__(self, config: ModelConfig, batch: int, max_len: int, device: torch.device | str,
+                 dtype: torch.dtype = torch.float32):
         if max_len > config.max_seq_len:
             raise ValueError(f"{max_len} tokens exceed the model's rotary table ({config.max_seq_len})")
-        self.config, self.max_len, self.device = config, max_len, torch.device(device)
-        self.keys: list[Tensor | None] = [None] * config.n_layer
-        self.values: list[Tensor | None] = [None] * config.n_layer
+        self.config, self.max_len = config, max_len
+        shape = (config.n_layer, batch, config.n_head, max_len, config.head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
         self.docs = torch.full((batch, max_len), -1, dtype=torch.long, device=device)
         self.valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
-        self.length = 0
+        self.slots = torch.arange(max_len, device=device)
+        self.length = torch.zeros((), dtype=torch.long, device=device)
         self.docs_so_far = torch.zeros(batch, dtype=torch.long, device=device)
         self.positions_so_far = torch.zeros(batch, dtype=torch.long, device=device)
         self.last_embedding = torch.zeros(batch, 1, config.d_model, device=device)
 
     def begin(self, tokens: Tensor, valid: Tensor) -> None:
         """Prepare positions and the mask for the chunk ``tokens`` [B, T] (``valid`` False = padding)."""
-        start, end = self.length, self.length + tokens.size(1)
-        if end > self.max_len:
-            raise ValueError(f"the cache holds {self.max_len} tokens; this chunk would end at {end}")
+        chunk = self.length + torch.arange(tokens.size(1), device=tokens.device)  # cache slots of the chunk
         eot = (tokens == EOT_TOKEN) & valid
         docs = torch.where(valid, self.docs_so_far[:, None] + eot.cumsum(-1), -1)
-        self.docs[:, start:end], self.valid[:, start:end] = docs, valid
+        self.docs.index_copy_(1, chunk, docs)
+        self.valid.index_copy_(1, chunk, valid)
         self.positions = self.positions_so_far[:, None] + (valid.cumsum(-1) - 1).clamp(min=0)
-        q_idx = torch.arange(start, end, device=self.device)[:, None]
-        k_idx = torch.arange(end, device=self.device)[None, :]
+        q_idx, k_idx = chunk[:, None], self.slots[None, :]
         allowed = ((k_idx <= q_idx) & (q_idx - k_idx < self.config.window)
-                   & (self.docs[:, None, :end] == docs[:, :, None]) & self.valid[:, None, :end])
+                   & (self.docs[:, None, :] == docs[:, :, None]) & self.valid[:, None, :])
         self.mask = (allowed | (k_idx == q_idx))[:, None]  # padding sees only itself: no empty rows
-        self.chunk_valid = valid
+        self.chunk, self.chunk_valid = chunk, valid
         self.docs_so_far += eot.sum(-1)
         self.positions_so_far += valid.sum(-1)
-        self.start, self.length = start, end
+        self.length += tokens.size(1)
 
     def smear_inputs(self, embedded: Tensor) -> tuple[Tensor, Tensor]:
         """(embedding before the chunk, the chunk's embeddings with padding zeroed) for the smear gate."""
@@ -62,17 +67,12 @@ class KVCache:
         return previous, embedded
 
     def attention(self, layer: int) -> Attend:
-        """Attention for ``layer``: store this chunk's keys/values, attend over all cached ones."""
+        """Attention for ``layer``: store this chunk's keys/values, attend over the whole cache."""
         def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-            if self.keys[layer] is None:
-                shape = (k.size(0), k.size(1), self.max_len, k.size(3))
-                self.keys[layer] = torch.zeros(shape, dtype=k.dtype, device=k.device)
-                self.values[layer] = torch.zeros(shape, dtype=v.dtype, device=v.device)
             keys, values = self.keys[layer], self.values[layer]
-            keys[:, :, self.start:self.length], values[:, :, self.start:self.length] = k, v
-            # cuDNN's attention plans anew for every key length (≈ 5 ms of CPU per call, measured on an
-            # H100): the memory-efficient kernel has no such set-up cost
+            keys.index_copy_(2, self.chunk, k.to(keys.dtype))
+            values.index_copy_(2, self.chunk, v.to(values.dtype))
+            # cuDNN's attention plans anew for every shape (≈ 5 ms of CPU a call, measured on an H100)
             with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
-                return F.scaled_dot_product_attention(q, keys[:, :, :self.length], values[:, :, :self.length],
-                                                      attn_mask=self.mask)
+                return F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=self.mask)
         return attend
