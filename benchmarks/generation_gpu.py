@@ -11,6 +11,7 @@ import time
 import torch
 
 from cavegpt.infer.generate import generate
+from cavegpt.infer.load import for_inference
 from cavegpt.model.gpt import GPT, ModelConfig
 from cavegpt.model.masks import EOT_TOKEN
 
@@ -19,10 +20,11 @@ NEW_TOKENS = 512
 
 def main() -> None:
     torch.manual_seed(0)
-    model = GPT(ModelConfig()).cuda().eval()
+    model = GPT(ModelConfig()).cuda()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
+    model = for_inference(model)  # what `cavegpt sample` runs: bf16 parameters on the GPU
     prompts = [[EOT_TOKEN, *torch.randint(0, 50000, (20 + 7 * i,)).tolist()] for i in range(8)]
     paths = {"cache+graph": dict(), "cache": dict(cuda_graph=False), "no cache": dict(use_cache=False)}
     for options in paths.values():
@@ -46,6 +48,23 @@ def main() -> None:
             same = sum(a == b for a, b in zip(outputs["cache+graph"], outputs[name]))
             print(f"      greedy outputs of cache+graph identical to {name} (bf16): {same}/{batch} rows")
         print(f"      lengths {[len(o) for o in outputs['cache+graph']]}")
+        agreement(model, prompts[0], outputs["cache+graph"][0])
+
+
+@torch.no_grad()
+def agreement(model: GPT, prompt: list[int], generated: list[int]) -> None:
+    """Teacher-force the graphed generation through the plain training forward: does each greedy
+    token match the forward's argmax, and where not, how close were the top two logits?"""
+    sequence = torch.tensor([prompt + generated], device="cuda")
+    with torch.autocast("cuda", torch.bfloat16):
+        logits = model(sequence, torch.tensor(model.config.window, device="cuda"))[0, len(prompt) - 1:-1, :50257]
+    top2 = logits.float().topk(2, -1)
+    chosen = torch.tensor(generated, device="cuda")
+    same = top2.indices[:, 0] == chosen
+    margins = (top2.values[:, 0] - top2.values[:, 1])[~same]
+    print(f"      vs the training forward, teacher-forced: {int(same.sum())}/{len(generated)} greedy tokens equal; "
+          f"top-2 logit gap where not: max {margins.max().item() if margins.numel() else 0:.3f}; "
+          f"median gap overall {(top2.values[:, 0] - top2.values[:, 1]).median().item():.3f}")
 
 
 if __name__ == "__main__":
