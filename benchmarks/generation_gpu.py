@@ -11,7 +11,6 @@ import time
 import torch
 
 from cavegpt.infer.generate import generate
-from cavegpt.infer.load import for_inference
 from cavegpt.model.gpt import GPT, ModelConfig
 from cavegpt.model.masks import EOT_TOKEN
 
@@ -24,7 +23,7 @@ def main() -> None:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
-    model = for_inference(model)  # what `cavegpt sample` runs: bf16 parameters on the GPU
+    model.eval()
     prompts = [[EOT_TOKEN, *torch.randint(0, 50000, (20 + 7 * i,)).tolist()] for i in range(8)]
     paths = {"cache+graph": dict(), "cache": dict(cuda_graph=False), "no cache": dict(use_cache=False)}
     for options in paths.values():
@@ -56,8 +55,10 @@ def agreement(model: GPT, prompt: list[int], generated: list[int]) -> None:
     """Teacher-force the graphed generation through the plain training forward: does each greedy
     token match the forward's argmax, and where not, how close were the top two logits?"""
     sequence = torch.tensor([prompt + generated], device="cuda")
+    model.config.attention = "sdpa"  # the same mask, dense: any length
     with torch.autocast("cuda", torch.bfloat16):
         logits = model(sequence, torch.tensor(model.config.window, device="cuda"))[0, len(prompt) - 1:-1, :50257]
+    model.config.attention = "auto"
     top2 = logits.float().topk(2, -1)
     chosen = torch.tensor(generated, device="cuda")
     same = top2.indices[:, 0] == chosen

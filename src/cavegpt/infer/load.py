@@ -71,16 +71,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GP
         state = load_checkpoint(path)
         meta = {"step": state.get("progress", {}).get("step"), "val_loss": state.get("progress", {}).get("val_loss")}
         model = _build(_model_config(state["config"]["model"], str(path)), state["model"], str(path))
-    return for_inference(model.to(device)), meta
-
-
-def for_inference(model: GPT) -> GPT:
-    """Eval mode; on a GPU, parameters in bf16 (the matmuls ran in bf16 in training anyway, and this
-    spares every generated token a cast of all weights). Rotary tables stay float32."""
-    if next(model.parameters()).is_cuda:
-        for param in model.parameters():
-            param.data = param.data.bfloat16()
-    return model.eval()
+    return model.to(device).eval(), meta
 
 
 def export_model(checkpoint: str | Path, out: str | Path) -> Path:
