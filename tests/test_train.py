@@ -64,8 +64,9 @@ def test_run_folder_has_config_and_a_loadable_checkpoint(tiny_run: Path) -> None
     state = load_checkpoint(checkpoint)
     model = GPT(ModelConfig(**config["model"]))
     model.load_state_dict(state["model"])
-    assert state["step"] == 200 and set(state["optimizers"]) == {"embeddings", "lm_head", "matrices", "scalars"}
-    assert f"{state['val_loss']:.4f}" in checkpoint.name
+    assert state["progress"]["step"] == 200
+    assert set(state["optimizers"]) == {"embeddings", "lm_head", "matrices", "scalars"}
+    assert f"{state['progress']['val_loss']:.4f}" in checkpoint.name
     assert torch.isfinite(model.lm_head.weight).all()
 
 
