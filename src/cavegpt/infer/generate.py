@@ -48,15 +48,6 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def _decode(model: GPT, cache: KVCache, tokens: Tensor, valid: Tensor, window: Tensor) -> Tensor:
-    cache.begin(tokens, valid)
-    return model(tokens, window, cache=cache)[:, -1]
-
-
-# fuses the step's many small kernels; compiled once per model and batch shape (about a minute)
-_compiled_decode = torch.compile(_decode, dynamic=False)
-
-
 class _GraphedStep:
     """One cached decoding step (B tokens in, last logits out) captured in a CUDA graph.
 
@@ -65,17 +56,16 @@ class _GraphedStep:
     only ``tokens`` changes; the cache's buffers are updated in place by the graph itself.
     """
 
-    def __init__(self, model: GPT, cache: KVCache, window: Tensor, batch: int, device: torch.device,
-                 compiled: bool):
+    def __init__(self, model: GPT, cache: KVCache, window: Tensor, batch: int, device: torch.device):
         self.model, self.cache, self.window = model, cache, window
-        self.run_step = _compiled_decode if compiled else _decode
         self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.valid = torch.ones(batch, 1, dtype=torch.bool, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.calls = 0
 
     def _step(self) -> Tensor:
-        return self.run_step(self.model, self.cache, self.tokens, self.valid, self.window)
+        self.cache.begin(self.tokens, self.valid)
+        return self.model(self.tokens, self.window, cache=self.cache)[:, -1]
 
     def __call__(self, tokens: Tensor) -> Tensor:
         self.tokens.copy_(tokens)
@@ -98,15 +88,13 @@ class _GraphedStep:
 @torch.no_grad()
 def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int = 256, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, seed: int = 0, use_cache: bool = True,
-             on_token: Callable[[Tensor, Tensor], None] | None = None, cuda_graph: bool = True,
-             compile_step: bool = False) -> list[list[int]]:
+             on_token: Callable[[Tensor, Tensor], None] | None = None, cuda_graph: bool = True) -> list[list[int]]:
     """Continue each prompt until EOT or ``max_new_tokens``; returns the new tokens (EOT not included).
 
     Prompts of different lengths are left-padded into one batch. ``use_cache=False`` recomputes the
     whole sequence for every new token (the reference the cache is tested against).
     ``on_token(tokens [B], finished [B])`` is called after each step, for streaming. On a GPU the
-    cached decoding step runs as a replayed CUDA graph (``cuda_graph=False`` runs it eagerly), and
-    ``compile_step`` fuses it with ``torch.compile`` first (worth it for long or many generations).
+    cached decoding step runs as a replayed CUDA graph (``cuda_graph=False`` runs it eagerly).
     """
     device = next(model.parameters()).device
     batch, prompt_len = len(prompts), max(len(p) for p in prompts)
@@ -122,9 +110,7 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int = 256, te
     total_len = prompt_len + max_new_tokens
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # what attention sees under autocast
     cache = KVCache(model.config, batch, total_len, device, dtype) if use_cache else None
-    graphed = None
-    if use_cache and cuda_graph and device.type == "cuda":
-        graphed = _GraphedStep(model, cache, window, batch, device, compile_step)
+    graphed = _GraphedStep(model, cache, window, batch, device) if use_cache and cuda_graph and device.type == "cuda" else None
     chunk, chunk_valid = tokens, valid
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     out: list[list[int]] = [[] for _ in prompts]
