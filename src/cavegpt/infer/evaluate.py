@@ -8,8 +8,8 @@ import math
 import numpy as np
 import torch
 
-from cavegpt.data.loader import TokenStream, find_shards
-from cavegpt.data.shards import DataError, read_header
+from cavegpt.config import ConfigError
+from cavegpt.data.loader import DataConfig, validation_stream
 from cavegpt.data.tokenizer import GPT2_VOCAB_SIZE, gpt2_encoding
 from cavegpt.model.gpt import GPT
 
@@ -23,11 +23,13 @@ def token_byte_lengths() -> np.ndarray:
 def evaluate(model: GPT, val_glob: str, val_tokens: int, seq_len: int) -> tuple[float, float]:
     """(mean loss in nats per token, bits per UTF-8 byte) over the first ``val_tokens`` target tokens."""
     device = next(model.parameters()).device
-    files = find_shards(val_glob, "val")
-    if sum(read_header(f) for f in files) < val_tokens + 1:
-        raise DataError(f"{val_glob!r} holds fewer than val_tokens + 1 = {val_tokens + 1} tokens")
-    seq_len = min(seq_len, val_tokens)
-    stream = TokenStream(files, seq_len, 1, device)
+    data = DataConfig(val_glob=val_glob, seq_len=min(seq_len, val_tokens), val_tokens=val_tokens)
+    try:
+        data.validate()
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    seq_len = data.seq_len
+    stream = validation_stream(data, device)
     window = torch.tensor(model.config.window, device=device)
     byte_lengths = torch.from_numpy(token_byte_lengths()).to(device)
     autocast = torch.autocast("cuda", torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
