@@ -64,5 +64,5 @@ def test_bad_values_are_refused_with_a_message(override: str, needle: str) -> No
 
 
 def test_unknown_preset() -> None:
-    with pytest.raises(ConfigError, match="choose one of: seed, h100, 4090, 3090, tiny, auto"):
+    with pytest.raises(ConfigError, match="choose one of: seed, h100, 4090, 3090, 8xh100, tiny, auto"):
         build_config("a100", [])

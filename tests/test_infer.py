@@ -19,7 +19,7 @@ from cavegpt.infer.load import ModelFileError, export_model, load_model
 from cavegpt.model.gpt import GPT, ModelConfig
 from cavegpt.model.masks import EOT_TOKEN
 from cavegpt.train.checkpoint import save_checkpoint
-from tests.test_train import cavegpt
+from tests.conftest import cavegpt
 
 # a small window so that 200+ tokens exercise it; the prompt holds two documents
 CONFIG = ModelConfig(n_layer=6, n_head=2, d_model=64, backout_layer=4, window=64, max_seq_len=1024)

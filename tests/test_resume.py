@@ -20,7 +20,7 @@ from cavegpt.train.checkpoint import CheckpointError, load_checkpoint, save_chec
 from cavegpt.train.guards import NonFiniteError
 from cavegpt.train.resume import resume_point
 from cavegpt.train.trainer import Trainer
-from tests.test_train import cavegpt
+from tests.conftest import cavegpt
 
 # short sequences keep these runs to seconds on a CPU; the mechanics are the same at any size
 STEPS = ["num_iterations=12", "cooldown_iters=4", "val_every=4", "muon_momentum_warmup=4", "seq_len=128",
@@ -72,7 +72,7 @@ def test_sigterm_to_a_real_run_then_resume_is_bit_identical(straight: Path, tmp_
     args = [sys.executable, "-m", "cavegpt", "train", "--preset", "tiny", *STEPS, f"log_dir={tmp_path}", "run_id=sig"]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     for line in process.stdout:  # wait until training is under way, then stop it the way `kill` would
-        if line.startswith("step:5/12 train_loss"):
+        if line.startswith("step 5/12 | train_loss"):
             process.send_signal(signal.SIGTERM)
             break
     _, stderr = process.communicate(timeout=300)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,33 +11,15 @@ import torch
 
 from cavegpt.model.gpt import GPT, ModelConfig
 from cavegpt.train.checkpoint import load_checkpoint
-from tests.conftest import TEXTMIX, textmix_overrides
-
-
-def cavegpt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    src = str(Path(__file__).resolve().parents[1] / "src")  # the package under test, from any cwd
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
-    return subprocess.run([sys.executable, "-m", "cavegpt", *args], capture_output=True, text=True, cwd=cwd,
-                          env=env, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> Path:
-    if not (TEXTMIX / "textmix_val_000000.bin").exists():
-        pytest.skip(f"textmix shards not found at {TEXTMIX}")
-    logs = tmp_path_factory.mktemp("logs")
-    result = cavegpt("train", "--preset", "tiny", *textmix_overrides(TEXTMIX), f"log_dir={logs}", "run_id=tiny",
-                     "log_every=10")
-    assert result.returncode == 0, result.stderr
-    return logs / "tiny"
+from tests.conftest import TinyRun, cavegpt, textmix_overrides
 
 
 def val_losses(log_text: str) -> dict[int, float]:
     return {int(m[1]): float(m[2]) for m in re.finditer(r"^step:(\d+)/200 val_loss:([\d.]+) ", log_text, re.M)}
 
 
-def test_tiny_preset_learns_textmix_in_200_steps(tiny_run: Path) -> None:
-    losses = val_losses((tiny_run / "log.txt").read_text())
+def test_tiny_preset_learns_textmix_in_200_steps(tiny_run: TinyRun) -> None:
+    losses = val_losses((tiny_run.folder / "log.txt").read_text())
     print(f"\ntiny on textmix, val loss by step: {losses}")
     assert sorted(losses) == [0, 50, 100, 150, 200]
     assert losses[0] == pytest.approx(10.826, abs=0.01)  # ln(50304) = 10.826: the zero-init LM head
@@ -49,17 +28,17 @@ def test_tiny_preset_learns_textmix_in_200_steps(tiny_run: Path) -> None:
     assert all(later < earlier for earlier, later in zip(losses.values(), list(losses.values())[1:]))
 
 
-def test_log_lines_follow_the_seed_format(tiny_run: Path) -> None:
-    text = (tiny_run / "log.txt").read_text()
+def test_log_lines_follow_the_seed_format(tiny_run: TinyRun) -> None:
+    text = (tiny_run.folder / "log.txt").read_text()
     assert re.search(r"^step:200/200 val_loss:\d\.\d{4} train_time:\d+ms step_avg:\d+\.\d{2}ms$", text, re.M)
     assert re.search(r"^step:10/200 train_loss:\d+\.\d{4} train_time:\d+ms step_avg:\d+\.\d{2}ms$", text, re.M)
 
 
-def test_run_folder_has_config_and_a_loadable_checkpoint(tiny_run: Path) -> None:
-    config = json.loads((tiny_run / "config.json").read_text())
+def test_run_folder_has_config_and_a_loadable_checkpoint(tiny_run: TinyRun) -> None:
+    config = json.loads((tiny_run.folder / "config.json").read_text())
     assert config["model"]["d_model"] == 64 and config["train"]["num_iterations"] == 200
     assert config["data"]["train_glob"].endswith("textmix_train_*.bin")
-    (checkpoint,) = tiny_run.glob("checkpoint_step000200_loss*.pt")
+    (checkpoint,) = tiny_run.folder.glob("checkpoint_step000200_loss*.pt")
     assert re.fullmatch(r"checkpoint_step000200_loss\d\.\d{4}\.pt", checkpoint.name)
     state = load_checkpoint(checkpoint)
     model = GPT(ModelConfig(**config["model"]))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import tempfile
 
@@ -12,11 +14,15 @@ from cavegpt.config import PRESET_NAMES, ConfigError, auto_preset_name, build_co
 from cavegpt.data.shards import DataError
 from cavegpt.infer.load import ModelFileError
 from cavegpt.infer.standalone import add_sampling_arguments
+from cavegpt.report.runs import RunFolderError
 from cavegpt.train.checkpoint import CheckpointError
+from cavegpt.train.distributed import WorldError
 from cavegpt.train.guards import NonFiniteError
+from cavegpt.train.loggers import LoggerUnavailable
 from cavegpt.train.trainer import DeviceError, Trainer
 
-USER_ERRORS = (ConfigError, DataError, DeviceError, CheckpointError, ModelFileError, FileNotFoundError)
+USER_ERRORS = (ConfigError, DataError, DeviceError, CheckpointError, ModelFileError, RunFolderError,
+               LoggerUnavailable, WorldError, FileNotFoundError)
 EXIT_USER_ERROR = 2
 EXIT_STOPPED = 3  # stopped by SIGINT/SIGTERM after saving: resumable
 EXIT_NON_FINITE = 4
@@ -26,11 +32,12 @@ OVERRIDES_HELP = ("settings as key=value, e.g. num_iterations=100 data.seq_len=1
                   "(use --print-config to see every key and its value)")
 
 
-def add_preset_arguments(parser: argparse.ArgumentParser, default: str = "auto") -> None:
-    parser.add_argument("--preset", default=default, choices=PRESET_NAMES,
-                        help=f"named configuration (default: {default}; auto picks by the GPU found)")
+def add_preset_arguments(parser: argparse.ArgumentParser, print_config: bool = True) -> None:
+    parser.add_argument("--preset", default="auto", choices=PRESET_NAMES,
+                        help="named configuration (default: auto, which picks by the GPU found)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES_HELP)
-    parser.add_argument("--print-config", action="store_true", help="print the effective config as JSON and exit")
+    if print_config:
+        parser.add_argument("--print-config", action="store_true", help="print the effective config as JSON and exit")
 
 
 def config_from(args: argparse.Namespace):
@@ -41,9 +48,22 @@ def config_from(args: argparse.Namespace):
     return build_config(args.preset, args.overrides)
 
 
+def relaunch_under_torchrun(nproc: int, argv: list[str]) -> int:
+    """``cavegpt train --nproc N ...`` is ``torchrun --standalone --nproc_per_node=N -m cavegpt train ...``."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               "-m", "cavegpt", *argv]
+    print("running: " + " ".join(command[1:]), file=sys.stderr)
+    return subprocess.run(command).returncode
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from cavegpt.train.resume import resume_point
 
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        argv = sys.argv[1:]
+        index = argv.index("--nproc") if "--nproc" in argv else None
+        argv = argv[:index] + argv[index + 2:] if index is not None else [a for a in argv if not a.startswith("--nproc=")]
+        return relaunch_under_torchrun(args.nproc, argv)
     config = config_from(args)
     if args.print_config:
         print(config.to_json())
@@ -62,13 +82,41 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def run_training(config, resume_from) -> int:
-    result = Trainer(config, resume_from=resume_from).run()
+    from cavegpt.report.report import write_report
+
+    trainer = Trainer(config, resume_from=resume_from)
+    try:
+        result = trainer.run()
+    finally:
+        trainer.close()
+    if not trainer.world.is_main:
+        return 0
     if result.stopped:
         print(f"stopped by {result.stopped} at step {result.final_step}; checkpoint {result.checkpoint}. "
               f"Continue with: cavegpt resume {result.run_dir}", file=sys.stderr)
         return EXIT_STOPPED
+    report, plot, _ = write_report(result.run_dir)
     print(f"final val_loss {result.final_val_loss:.4f} at step {result.final_step}; "
-          f"train time {result.train_time_ms / 1000:.1f}s; run folder {result.run_dir}")
+          f"train time {result.train_time_ms / 1000:.1f}s; run folder {result.run_dir} ({report.name}, {plot.name})")
+    return 0
+
+
+def cmd_speedrun(args: argparse.Namespace) -> int:
+    from cavegpt.speedrun import speedrun
+
+    _, result = speedrun(args.preset, args.overrides, args.max_new_tokens)
+    if result.stopped:
+        print(f"stopped by {result.stopped}; continue with: cavegpt resume {result.run_dir}", file=sys.stderr)
+        return EXIT_STOPPED
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cavegpt.report.report import write_report
+
+    report, plot, shown = write_report(args.run, args.compare or [])
+    print(shown)
+    print(f"wrote {report} and {plot}")
     return 0
 
 
@@ -154,7 +202,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from cavegpt.report.bench import H100_SXM_DATASHEET_TFLOPS, bench_window, measure_matmul_peak_tflops
+    from cavegpt.report.bench import bench_window
+    from cavegpt.report.mfu import H100_SXM_DATASHEET_TFLOPS, measure_matmul_peak_tflops
 
     if args.synthetic:
         from cavegpt.data.synthetic import write_synthetic
@@ -171,16 +220,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise DeviceError("cavegpt bench measures a CUDA GPU and PyTorch sees none")
     if args.memory_limit_gib:
         total = torch.cuda.get_device_properties(0).total_memory
-        torch.cuda.set_per_process_memory_fraction(args.memory_limit_gib * 2**30 / total)
+        torch.cuda.set_per_process_memory_fraction(args.memory_limit_gib * 2**30 / total,
+                                                   int(os.environ.get("LOCAL_RANK", "0")))
     trainer = Trainer(config, echo=False)
-    compile_seconds = trainer.warmup()
-    peak_tflops = measure_matmul_peak_tflops()
-    windows = args.window or [config.train.window_start, config.model.window]
-    results = [bench_window(trainer, trainer.window_at(0) if w == config.train.window_start else w, args.steps)
-               for w in windows]
-
+    try:
+        compile_seconds = trainer.warmup()
+        peak_tflops = measure_matmul_peak_tflops()
+        windows = args.window or [config.train.window_start, config.model.window]
+        results = [bench_window(trainer, trainer.window_at(0) if w == config.train.window_start else w, args.steps)
+                   for w in windows]
+    finally:
+        trainer.close()
+    if not trainer.world.is_main:
+        return 0
+    gpus = trainer.world.size  # MFU is per GPU: the tokens/s of all of them over N peaks
     print(f"device: {torch.cuda.get_device_name(0)} | torch {torch.__version__} | preset {args.preset} | "
-          f"{trainer.tokens_per_step:,} tokens/step ({config.train.grad_accum} × {config.data.batch_size} × "
+          f"{gpus} process(es) | {trainer.tokens_per_step:,} tokens/step ({config.train.grad_accum} × {config.data.batch_size} × "
           f"{config.data.seq_len})")
     print(f"compile + warm-up: {compile_seconds:.1f}s | measured bf16 matmul peak: {peak_tflops:.0f} TFLOP/s "
           f"| datasheet (H100 SXM): {H100_SXM_DATASHEET_TFLOPS:.0f}")
@@ -189,7 +244,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"{'window':>6} {'steps':>5} {'s/step':>7} {'tokens/s':>10} {'MFU(meas)':>9} {'MFU(sheet)':>10} {'peak GiB':>8}")
     for r in results:
         print(f"{r.window:>6} {r.steps:>5} {r.seconds / r.steps:>7.3f} {r.tokens_per_second:>10,.0f} "
-              f"{r.mfu(peak_tflops):>9.1%} {r.mfu(H100_SXM_DATASHEET_TFLOPS):>10.1%} {r.peak_memory_gib:>8.2f}")
+              f"{r.mfu(peak_tflops * gpus):>9.1%} {r.mfu(H100_SXM_DATASHEET_TFLOPS * gpus):>10.1%} "
+              f"{r.peak_memory_gib:>8.2f}")
     return 0
 
 
@@ -201,7 +257,31 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train with a preset plus key=value overrides. Writes config.json, "
                                             "log.txt and the final checkpoint to logs/<run_id>/.")
     add_preset_arguments(train)
+    train.add_argument("--nproc", type=int, default=1,
+                       help="processes (GPUs) to train on: relaunches under torchrun --nproc_per_node=N. "
+                            "The tokens per step stay those of the preset; N must divide grad_accum")
     train.set_defaults(func=cmd_train)
+
+    speedrun = commands.add_parser(
+        "speedrun", help="the whole thing: FineWeb (downloaded if missing) → train to 3.28 → report → samples",
+        description="Download FineWeb when data/fineweb10B is empty, train the preset for this GPU until the val "
+                    "loss reaches 3.28, write report.md and loss.png, then sample the canned prompts from the final "
+                    "model into samples.txt. With no CUDA GPU (or no way to get FineWeb) it runs the demo instead: "
+                    "the tiny preset on the sample corpus shipped with cavegpt, and says so.")
+    add_preset_arguments(speedrun, print_config=False)
+    speedrun.add_argument("--max-new-tokens", type=int, default=64, help="tokens per sample at the end (default 64)")
+    speedrun.set_defaults(func=cmd_speedrun)
+
+    report = commands.add_parser(
+        "report", help="leaderboard row (report.md) and loss plot (loss.png) of a run; --compare runs",
+        description="Write report.md (the seed's leaderboard row: GPU and VRAM, time to target with and without "
+                    "validation, tokens, final val loss @ step, throughput, command, commit, torch version) and "
+                    "loss.png (train and val loss against steps and training minutes, target and cooldown marked) "
+                    "into the run folder. With --compare, also compare.png overlaying the runs and a side-by-side "
+                    "table.")
+    report.add_argument("run", help="the run folder, e.g. logs/20261124-101500-ab12cd")
+    report.add_argument("--compare", nargs="+", metavar="RUN", help="other run folders to put beside it")
+    report.set_defaults(func=cmd_report)
 
     resume = commands.add_parser(
         "resume", help="continue a stopped run exactly where its newest checkpoint left it",

@@ -76,12 +76,23 @@ class TokenStream:
             self.tokens = read_tokens(self.files[shard])
         self.shard, self.offset = shard, offset
 
-    def next_batch(self) -> tuple[Tensor, Tensor]:
+    def _advance(self) -> int:
+        """Move past the next batch; return where it starts in the current shard."""
         span = self.seq_len * self.batch_size
         if self.offset + span + 1 > len(self.tokens):
             self.seek((self.shard + 1) % len(self.files), 0)
-        chunk = torch.from_numpy(self.tokens[self.offset:self.offset + span + 1].astype(np.int64))
+        start = self.offset
         self.offset += span
+        return start
+
+    def skip_batch(self) -> None:
+        """Pass over the next batch without reading it (another rank's share of the step)."""
+        self._advance()
+
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        span = self.seq_len * self.batch_size
+        start = self._advance()
+        chunk = torch.from_numpy(self.tokens[start:start + span + 1].astype(np.int64))
         if self.device.type == "cuda":
             chunk = chunk.pin_memory().to(self.device, non_blocking=True)
         shape = (self.batch_size, self.seq_len)

@@ -15,8 +15,14 @@ from cavegpt.data.loader import TokenStream, find_shards, validation_stream
 from cavegpt.model.gpt import GPT
 from cavegpt.optim.optimizers import Optimizers
 from cavegpt.optim.schedules import attention_window
+from cavegpt.report.environment import environment
+from cavegpt.report.mfu import FlopTerms, mean_attended_keys, measure_matmul_peak_tflops
 from cavegpt.train.checkpoint import checkpoint_name, prune_checkpoints, save_checkpoint
+from cavegpt.train.display import LiveDisplay
+from cavegpt.train.distributed import (
+    any_rank, average_gradients, broadcast_parameters, join_world, leave_world, local_micro_batches, mean_over_ranks)
 from cavegpt.train.guards import NonFiniteError, StopSignals, check_finite
+from cavegpt.train.loggers import LOGGERS, open_sink
 from cavegpt.train.runlog import RunLog, new_run_id, step_line
 
 
@@ -42,6 +48,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # periodic checkpoints kept (the final one always stays)
     check_finite: bool = True  # stop on a NaN/inf loss or gradient (one host sync per step)
     resume: str = ""  # a run folder or checkpoint to continue from
+    logger: str = "none"  # also send metrics to "tensorboard" or "wandb" (when installed)
 
     def validate(self) -> None:
         if self.num_iterations < 1 or self.grad_accum < 1:
@@ -54,6 +61,8 @@ class TrainConfig:
             raise ValueError(f"window_start={self.window_start} must be >= 1")
         if self.checkpoint_every < 0 or self.checkpoint_minutes < 0 or self.keep_checkpoints < 1:
             raise ValueError("checkpoint_every and checkpoint_minutes must be >= 0, keep_checkpoints >= 1")
+        if self.logger not in LOGGERS:
+            raise ValueError(f"logger={self.logger!r}: choose one of {', '.join(LOGGERS)}")
 
 
 @dataclass
@@ -62,6 +71,7 @@ class Progress:
 
     step: int = 0  # optimizer steps done
     train_time_ms: float = 0.0
+    val_time_ms: float = 0.0  # wall-clock spent validating
     val_loss: float = float("nan")  # the latest
     validated_at: int = -1  # step of the latest validation
     target_step: int | None = None
@@ -101,7 +111,11 @@ class Trainer:
         """``resume_from``: (checkpoint path, its loaded state), checked against ``config`` by the caller."""
         self.config = config
         self.device = resolve_device(config.train.device)
-        self.echo = echo
+        self.world = join_world(self.device.type)
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", self.world.local_rank)
+        self.local_accum = local_micro_batches(config.train.grad_accum, self.world)
+        self.echo = echo and self.world.is_main
         self.resume_from = resume_from
         self.run_dir = Path(config.train.log_dir) / (config.train.run_id or new_run_id())
         model_cfg, data_cfg, train_cfg = self.config.model, self.config.data, self.config.train
@@ -109,6 +123,7 @@ class Trainer:
 
         torch.manual_seed(train_cfg.seed)
         self.model = GPT(model_cfg).to(self.device)
+        broadcast_parameters(self.model, self.world)
         self.optimizers = Optimizers(self.model.param_groups(), self.config.optim, train_cfg.num_iterations)
         self.forward = torch.compile(self.model, dynamic=False) if train_cfg.compile and self.on_cuda else self.model
         self.train_stream = TokenStream(find_shards(data_cfg.train_glob, "train"), data_cfg.seq_len,
@@ -116,6 +131,7 @@ class Trainer:
         self.val_stream = validation_stream(data_cfg, self.device)
         self.window = torch.tensor(train_cfg.window_start, dtype=torch.int32, device=self.device)
         self.window_tokens = -1
+        self._flop_terms: dict[int, FlopTerms] = {}
 
     @property
     def tokens_per_step(self) -> int:
@@ -131,6 +147,15 @@ class Trainer:
             self.window.fill_(tokens)
             self.window_tokens = tokens
 
+    def flop_terms(self, window: int) -> FlopTerms:
+        """FLOPs per token at ``window``, with the attention term counted on the first train micro-batch."""
+        if window not in self._flop_terms:
+            sample = self.train_stream.tokens[: self.config.data.micro_batch_tokens]
+            keys = mean_attended_keys(sample.reshape(self.config.data.batch_size, -1), window)
+            self._flop_terms[window] = FlopTerms(self.model.matmul_params(), self.config.model.n_layer,
+                                                 self.config.model.d_model, keys)
+        return self._flop_terms[window]
+
     def window_at(self, step: int) -> int:
         train = self.config.train
         return attention_window(step, train.num_iterations, train.window_start, self.config.model.window)
@@ -138,32 +163,40 @@ class Trainer:
     def train_step(self, step: int, check_groups: dict | None = None) -> Tensor:
         """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss (on device).
 
-        With ``check_groups``, a non-finite loss or gradient raises before the weights change.
+        Under torchrun this rank runs micro-batches rank, rank + N, …; gradients are averaged once at the
+        end. With ``check_groups``, a non-finite loss or gradient raises before the weights change.
         """
-        accum = self.config.train.grad_accum
         total = torch.zeros((), device=self.device)
-        for _ in range(accum):
+        for index in range(self.config.train.grad_accum):
+            if index % self.world.size != self.world.rank:
+                self.train_stream.skip_batch()
+                continue
             inputs, targets = self.train_stream.next_batch()
             with self.autocast():
                 loss = self.forward(inputs, self.window, targets)
-            (loss / accum).backward()
+            (loss / self.local_accum).backward()
             total += loss.detach()
+        average_gradients(self.model, self.world)
+        total = mean_over_ranks(total / self.local_accum, self.world)
         if check_groups is not None:
             check_finite(step, total, check_groups)
         self.optimizers.step(step)
-        return total / accum
+        return total
 
     @torch.no_grad()
     def evaluate(self) -> float:
-        """Mean loss over the first ``val_tokens`` of the val shards."""
+        """Mean loss over the first ``val_tokens`` of the val shards (split over the ranks)."""
         self.val_stream.seek(0, 0)
         steps = self.config.data.val_tokens // self.config.data.micro_batch_tokens
         total = torch.zeros((), device=self.device)
-        for _ in range(steps):
+        for index in range(steps):
+            if index % self.world.size != self.world.rank:
+                self.val_stream.skip_batch()
+                continue
             inputs, targets = self.val_stream.next_batch()
             with self.autocast():
                 total += self.forward(inputs, self.window, targets)
-        return (total / steps).item()
+        return (mean_over_ranks(total, self.world) * self.world.size / steps).item()
 
     def warmup(self) -> float:
         """Compile (or just touch) the training and validation graphs; leaves weights untouched."""
@@ -178,6 +211,10 @@ class Trainer:
         self.train_stream.seek(*position)
         self.synchronize()
         return time.perf_counter() - start
+
+    def close(self) -> None:
+        """Leave the process group (under torchrun); the trainer is done."""
+        leave_world(self.world)
 
     def synchronize(self) -> None:
         if self.on_cuda:
@@ -204,53 +241,70 @@ class Trainer:
 
     def run(self) -> RunResult:
         train = self.config.train
+        progress = Progress()
+        if self.resume_from is not None:
+            progress = self.restore(self.resume_from[1])
+        display = LiveDisplay(train.num_iterations, progress.step, progress.train_time_ms, train.val_every,
+                              train.target_val_loss) if self.echo else None
+        main = self.world.is_main  # the other ranks train and validate but write nothing
+        log = RunLog(self.run_dir, show=display.write if display else None, enabled=main,
+                     sink=open_sink(train.logger, self.run_dir, asdict(self.config)) if main else None)
+        try:
+            return self._run(progress, log, display)
+        finally:
+            log.close()
+            if display is not None:
+                display.close()
+
+    def _run(self, progress: Progress, log: RunLog, display: LiveDisplay | None) -> RunResult:
+        train = self.config.train
         total = train.num_iterations
-        log = RunLog(self.run_dir, echo=self.echo)
         if self.resume_from is None:
-            progress = Progress()
             log.write_config(asdict(self.config))
             log.line(f"run {self.run_dir} | device {self.device} | torch {torch.__version__} | "
                      f"{sum(p.numel() for p in self.model.parameters()):,} parameters | "
                      f"{self.tokens_per_step:,} tokens/step")
         else:
-            path, state = self.resume_from
-            progress = self.restore(state)
             log.drop_metrics_after(progress.step)
-            log.line(f"resumed from {path.name} at step {progress.step}")
+            log.line(f"resumed from {self.resume_from[0].name} at step {progress.step}")
         compile_seconds = self.warmup()
         log.line(f"warm-up (compile) {compile_seconds:.1f}s")
+        peak_tflops = measure_matmul_peak_tflops() if self.on_cuda and self.world.is_main else None
+        if self.world.is_main:
+            log.write_environment({**environment(self.device), "matmul_peak_tflops": peak_tflops,
+                                   "processes": self.world.size})
 
         groups = self.model.param_groups()
         start = progress.step
         last_saved = self.resume_from[0] if self.resume_from else None
         self.synchronize()
         t0 = saved_at = time.perf_counter()
+        rate_from = (start, progress.train_time_ms)  # tokens/s is measured since the previous log line
         with StopSignals() as signals:
             for step in range(start, total + 1):
                 progress.step = step
                 last = step == total
                 self.set_window(self.window_at(step))
                 validate = (last or (train.val_every and step % train.val_every == 0)) and step != progress.validated_at
+                minutes_due = bool(train.checkpoint_minutes) and time.perf_counter() - saved_at >= 60 * train.checkpoint_minutes
+                stop, minutes_due = any_rank([signals.requested is not None, minutes_due], self.device, self.world)
+                stopped_by = signals.requested or ("a signal to another rank" if stop else None)
                 save = step > start and not last and (
-                    signals.requested is not None
-                    or (train.checkpoint_every and step % train.checkpoint_every == 0)
-                    or (train.checkpoint_minutes and time.perf_counter() - saved_at >= 60 * train.checkpoint_minutes))
+                    stop or minutes_due or (train.checkpoint_every and step % train.checkpoint_every == 0))
                 if validate or save:  # the clock stops: train_time counts training steps only
                     self.synchronize()
                     progress.train_time_ms += 1000 * (time.perf_counter() - t0)
                     if validate:
-                        last = self.validate(progress, log) or last
+                        last = self.validate(progress, log, display) or last
                     if save and not last:
-                        last_saved = save_checkpoint(self.run_dir / checkpoint_name(step), self.state(progress))
-                        prune_checkpoints(self.run_dir, train.keep_checkpoints)
+                        last_saved = self.save(checkpoint_name(step), progress)
                         saved_at = time.perf_counter()
                         log.line(f"saved {last_saved.name}")
                     self.synchronize()
                     t0 = time.perf_counter()
-                if signals.requested and not last:
-                    log.line(f"stopped by {signals.requested} at step {step}; continue with: "
-                             f"cavegpt resume {self.run_dir}")
-                    return self.result(progress, compile_seconds, last_saved, stopped=signals.requested)
+                if stopped_by and not last:
+                    log.line(f"stopped by {stopped_by} at step {step}; continue with: cavegpt resume {self.run_dir}")
+                    return self.result(progress, compile_seconds, last_saved, stopped=stopped_by)
                 if last:
                     break
                 try:
@@ -260,32 +314,63 @@ class Trainer:
                              f"{last_saved or 'none (set checkpoint_every=N to keep some)'}")
                     raise NonFiniteError(f"{e}; last good checkpoint: {last_saved or 'none'}") from None
                 if (step + 1) % train.log_every == 0 or step + 1 == total:
-                    loss_value = loss.item()
                     elapsed = progress.train_time_ms + 1000 * (time.perf_counter() - t0)
-                    log.line(step_line(step + 1, total, elapsed, step + 1, train_loss=loss_value))
-                    log.metric(kind="train", step=step + 1, tokens=(step + 1) * self.tokens_per_step,
-                               train_loss=loss_value, lr_multiplier=self.optimizers.multiplier,
-                               window=self.window_tokens, train_time_ms=elapsed)
+                    record = self.train_record(step + 1, loss.item(), elapsed, rate_from, peak_tflops)
+                    rate_from = (step + 1, elapsed)
+                    log.line(step_line(step + 1, total, elapsed, step + 1, train_loss=record["train_loss"]), show=False)
+                    log.metric(**record)
+                    if display is not None:
+                        display.update(record)
 
         checkpoint = None
         if train.save_checkpoint:
-            checkpoint = save_checkpoint(self.run_dir / checkpoint_name(progress.step, progress.val_loss),
-                                         self.state(progress))
+            checkpoint = self.save(checkpoint_name(progress.step, progress.val_loss), progress)
             log.line(f"saved {checkpoint}")
         return self.result(progress, compile_seconds, checkpoint)
 
-    def validate(self, progress: Progress, log: RunLog) -> bool:
+    def save(self, name: str, progress: Progress) -> Path:
+        """Rank 0 writes the checkpoint (all ranks hold the same weights); every rank learns its path."""
+        path = self.run_dir / name
+        if self.world.is_main:
+            save_checkpoint(path, self.state(progress))
+            prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
+        return path
+
+    def train_record(self, step: int, loss: float, train_time_ms: float, since: tuple[int, float],
+                     peak_tflops: float | None) -> dict:
+        """One train record of metrics.jsonl; tokens/s and MFU over the steps since ``since`` (step, time)."""
+        seconds = (train_time_ms - since[1]) / 1000
+        rate = (step - since[0]) * self.tokens_per_step / seconds if seconds > 0 else float("nan")
+        lrs = {name: opt.param_groups[0]["lr"] for name, opt in self.optimizers.by_name.items()}
+        record = {"kind": "train", "step": step, "tokens": step * self.tokens_per_step, "train_loss": loss,
+                  "lr_multiplier": self.optimizers.multiplier, "lr": lrs, "window": self.window_tokens,
+                  "train_time_ms": train_time_ms, "tokens_per_second": rate,
+                  "mfu": self.flop_terms(self.window_tokens).per_token * rate / (peak_tflops * 1e12 * self.world.size)
+                  if peak_tflops else None}
+        if self.on_cuda:
+            record["peak_memory_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        return record
+
+    def validate(self, progress: Progress, log: RunLog, display: LiveDisplay | None = None) -> bool:
         """Validate at ``progress.step``; True when the target loss is reached."""
         train = self.config.train
+        started = time.perf_counter()
         progress.val_loss = self.evaluate()
+        seconds = time.perf_counter() - started
+        progress.val_time_ms += 1000 * seconds
         progress.validated_at = progress.step
         log.line(step_line(progress.step, train.num_iterations, progress.train_time_ms, progress.step,
                            val_loss=progress.val_loss))
         log.metric(kind="val", step=progress.step, tokens=progress.step * self.tokens_per_step,
-                   val_loss=progress.val_loss, train_time_ms=progress.train_time_ms)
+                   val_loss=progress.val_loss, train_time_ms=progress.train_time_ms,
+                   val_time_ms=progress.val_time_ms, wall_time_ms=progress.train_time_ms + progress.val_time_ms)
+        if display is not None:
+            display.validated(progress.step, progress.val_loss, seconds)
         if train.target_val_loss is None or progress.val_loss > train.target_val_loss or progress.target_step is not None:
             return False
         progress.target_step, progress.target_time_ms = progress.step, progress.train_time_ms
+        if display is not None:
+            display.target_reached(progress.step, progress.train_time_ms)
         log.line(f"target val_loss<={train.target_val_loss} reached at step {progress.step}, "
                  f"train_time:{progress.train_time_ms:.0f}ms")
         return True

@@ -1,0 +1,107 @@
+"""Several processes, one run: the ``torchrun`` environment, gradient averaging and agreed decisions.
+
+Launched by ``torchrun --nproc_per_node=N -m cavegpt train ...`` (RANK, WORLD_SIZE, LOCAL_RANK,
+MASTER_ADDR/PORT set), each rank takes every N-th micro-batch of each optimizer step, so the tokens
+per step and the data order are those of one process. Gradients are averaged once per step, after
+accumulation, so every rank runs the same optimizer update on the same gradients and ends each step
+with the same weights. NCCL on GPUs, gloo on CPUs. Without torchrun this is a world of one and
+every call here is free.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+
+class WorldError(ValueError):
+    """A run that cannot be split over this many processes as configured."""
+
+
+@dataclass(frozen=True)
+class World:
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes logs, checkpoints and reports."""
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.size > 1
+
+
+def join_world(device_type: str) -> World:
+    """Join the process group torchrun describes (no-op without torchrun); pins this rank's GPU."""
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size == 1:
+        return World()
+    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    if not dist.is_initialized():
+        if device_type == "cuda":
+            torch.cuda.set_device(world.local_rank)
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+    return world
+
+
+def leave_world(world: World) -> None:
+    if world.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def local_micro_batches(grad_accum: int, world: World) -> int:
+    """Micro-batches each rank runs per step; the global count must split evenly."""
+    if grad_accum % world.size:
+        raise WorldError(f"grad_accum={grad_accum} micro-batches per step cannot be split over {world.size} "
+                         f"processes; choose a process count that divides it (or change grad_accum and seq_len "
+                         f"together to keep the tokens per step)")
+    return grad_accum // world.size
+
+
+def average_gradients(model: nn.Module, world: World) -> None:
+    """Mean of every gradient over the ranks, in place (a few flat all-reduces rather than one per tensor)."""
+    if not world.distributed:
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    by_dtype: dict[torch.dtype, list[Tensor]] = {}
+    for grad in grads:
+        by_dtype.setdefault(grad.dtype, []).append(grad)
+    for same in by_dtype.values():
+        flat = torch.cat([g.reshape(-1) for g in same])
+        dist.all_reduce(flat)
+        flat /= world.size
+        offset = 0
+        for grad in same:
+            grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+            offset += grad.numel()
+
+
+def mean_over_ranks(value: Tensor, world: World) -> Tensor:
+    if world.distributed:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= world.size
+    return value
+
+
+def any_rank(flags: list[bool], device: torch.device, world: World) -> list[bool]:
+    """Element-wise OR over the ranks, so that all of them stop, save or validate together."""
+    if not world.distributed:
+        return flags
+    tensor = torch.tensor([float(f) for f in flags], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in tensor.tolist()]
+
+
+def broadcast_parameters(model: nn.Module, world: World) -> None:
+    """Start every rank from rank 0's weights (same seed already gives them; this makes it certain)."""
+    if world.distributed:
+        for tensor in [*model.parameters(), *model.buffers()]:
+            dist.broadcast(tensor.data, src=0)
