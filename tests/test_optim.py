@@ -54,6 +54,25 @@ def test_muon_step_matches_float64_reference() -> None:
     torch.testing.assert_close(weight.detach().double(), expected, atol=5e-3, rtol=0)
 
 
+def test_batched_muon_gives_each_matrix_what_it_gets_alone() -> None:
+    """Same-shape matrices share one Newton–Schulz stack; the result must not depend on it."""
+    generator = torch.Generator().manual_seed(5)
+    shapes = [(64, 32), (32, 32), (64, 32), (32, 32), (64, 32)]
+    start = [torch.randn(*shape, generator=generator) for shape in shapes]
+    grads = [[torch.randn(*shape, generator=generator) for shape in shapes] for _ in range(3)]
+    results = []
+    for batched in (True, False):
+        params = [torch.nn.Parameter(w.clone()) for w in start]
+        optimizer = Muon(params, lr=0.1, momentum=0.9, batched=batched)
+        for step_grads in grads:
+            for param, grad in zip(params, step_grads):
+                param.grad = grad.clone()
+            optimizer.step()
+        results.append(params)
+    for together, alone in zip(*results):
+        assert torch.equal(together.detach(), alone.detach())
+
+
 def test_seed_schedule_points() -> None:
     seed = dict(num_iterations=1750, cooldown_iters=640)
     assert lr_multiplier(0, **seed) == 1.0
