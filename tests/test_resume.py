@@ -204,4 +204,4 @@ def test_cli_messages_for_resume_and_out_of_memory(tmp_path: Path, monkeypatch, 
 
     monkeypatch.setattr(Trainer, "run", out_of_memory)
     assert main(["train", "--preset", "tiny", f"log_dir={tmp_path}"]) == 2
-    assert "--preset 4090" in capsys.readouterr().err
+    assert "seq_len=16384 grad_accum=32" in capsys.readouterr().err
