@@ -2,13 +2,8 @@
 # The trainer issue's GPU figures, in one device call: a compiled smoke run, then `cavegpt bench`
 # for the seed and 4090 presets on textmix. Usage: bash benchmarks/trainer_gpu.sh [OUT_DIR]
 set -uo pipefail
-out=${1:-${OUT:-/tmp/cavegpt-bench}}
-mkdir -p "$out"
-export PYTHONPATH=src PYTHONUNBUFFERED=1
-data=${TEXTMIX:-.devdata/textmix}
-textmix=(train_glob="$data/textmix_train_*.bin" val_glob="$data/textmix_val_*.bin" val_tokens=2097152)
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
-python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$out/gpu.txt"
+source "$(dirname "$0")/gpu_env.sh" "${1:-}" /tmp/cavegpt-bench
+textmix=("${textmix_globs[@]}" val_tokens=2097152)
 git log -1 --format='commit %H' 2>/dev/null | tee -a "$out/gpu.txt"
 python -m cavegpt train --preset tiny device=cuda "${textmix[@]}" val_tokens=8192 num_iterations=20 \
     cooldown_iters=5 val_every=10 log_dir="$out/logs" run_id=smoke 2>&1 | tee "$out/smoke.txt" | tail -4
