@@ -57,9 +57,11 @@ def one_process(tmp_path_factory) -> Path:
 
 
 def test_two_processes_learn_what_one_does_and_only_rank_0_writes(one_process: Path, tmp_path: Path) -> None:
-    result = torchrun(2, "train", *SMALL, *textmix_overrides(TEXTMIX), f"log_dir={tmp_path}", "run_id=n2",
-                      cwd=tmp_path)
+    # through `cavegpt train --nproc 2`, which relaunches itself under torchrun
+    result = cavegpt("train", "--nproc", "2", *SMALL, *textmix_overrides(TEXTMIX), f"log_dir={tmp_path}",
+                     "run_id=n2", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "torch.distributed.run --standalone --nproc_per_node=2 -m cavegpt train --preset tiny" in result.stderr
     assert_close(losses(one_process), losses(tmp_path / "n2"))
     assert [p.name for p in tmp_path.iterdir()] == ["n2"]
     log = (tmp_path / "n2" / "log.txt").read_text()
