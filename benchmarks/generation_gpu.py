@@ -1,7 +1,11 @@
-"""Generation speed of the full-size model on the GPU: KV cache (CUDA graph / eager) vs full recomputation.
+"""Generation speed of the full-size model on the GPU: KV cache (CUDA graph, compiled or not; eager) vs
+full recomputation.
 
 Batch 1 and 8, 512 new tokens each, greedy, bf16 autocast, random weights (speed does not depend on
-what the weights say). Usage: PYTHONPATH=src python benchmarks/generation_gpu.py
+what the weights say) with the smear gate turned well up (0.5), so that a stale smear state between
+steps would show as a difference between paths. Every path is warmed up first with the timed shapes
+(compiling the decode step and capturing its CUDA graph happen there, once per model and shape, as
+in a session that samples repeatedly). Usage: PYTHONPATH=src python benchmarks/generation_gpu.py
 """
 
 from __future__ import annotations
@@ -23,11 +27,16 @@ def main() -> None:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
+        model.smear_lambda.fill_(0.5)
     model.eval()
     prompts = [[EOT_TOKEN, *torch.randint(0, 50000, (20 + 7 * i,)).tolist()] for i in range(8)]
-    paths = {"cache+graph": dict(), "cache": dict(cuda_graph=False), "no cache": dict(use_cache=False)}
-    for options in paths.values():
-        generate(model, prompts[:2], max_new_tokens=8, **options)
+    paths = {"graph+compile": dict(compile_step=True), "cache+graph": dict(), "cache": dict(cuda_graph=False),
+             "no cache": dict(use_cache=False)}
+    for batch in (1, 8):
+        for name, options in paths.items():
+            start = time.perf_counter()
+            generate(model, prompts[:batch], max_new_tokens=NEW_TOKENS if name != "no cache" else 8, **options)
+            print(f"warm-up batch {batch} {name}: {time.perf_counter() - start:.1f}s", flush=True)
     print(f"device: {torch.cuda.get_device_name(0)} | torch {torch.__version__} | {NEW_TOKENS} new tokens, greedy")
     print(f"{'batch':>5} {'path':>11} {'seconds':>8} {'new tokens/s':>13} {'ms/token step':>13} {'speed-up':>8}")
     for batch in (1, 8):
@@ -43,11 +52,13 @@ def main() -> None:
             made = sum(len(o) for o in outputs[name])
             print(f"{batch:>5} {name:>11} {times[name]:>8.2f} {made / times[name]:>13,.0f} "
                   f"{1000 * times[name] / steps:>13.2f} {times['no cache'] / times[name]:>7.1f}x")
-        for name in ("cache", "no cache"):
+        for name in ("graph+compile", "cache", "no cache"):
             same = sum(a == b for a, b in zip(outputs["cache+graph"], outputs[name]))
             print(f"      greedy outputs of cache+graph identical to {name} (bf16): {same}/{batch} rows")
         print(f"      lengths {[len(o) for o in outputs['cache+graph']]}")
-        agreement(model, prompts[0], outputs["cache+graph"][0])
+        for name in ("cache+graph", "graph+compile"):
+            print(f"      {name}:", end="")
+            agreement(model, prompts[0], outputs[name][0])
 
 
 @torch.no_grad()
@@ -63,7 +74,7 @@ def agreement(model: GPT, prompt: list[int], generated: list[int]) -> None:
     chosen = torch.tensor(generated, device="cuda")
     same = top2.indices[:, 0] == chosen
     margins = (top2.values[:, 0] - top2.values[:, 1])[~same]
-    print(f"      vs the training forward, teacher-forced: {int(same.sum())}/{len(generated)} greedy tokens equal; "
+    print(f" vs the training forward, teacher-forced: {int(same.sum())}/{len(generated)} greedy tokens equal; "
           f"top-2 logit gap where not: max {margins.max().item() if margins.numel() else 0:.3f}; "
           f"median gap overall {(top2.values[:, 0] - top2.values[:, 1]).median().item():.3f}")
 

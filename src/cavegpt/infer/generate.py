@@ -51,21 +51,28 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
 class _GraphedStep:
     """One cached decoding step (B tokens in, last logits out) captured in a CUDA graph.
 
-    The first call runs eagerly on a side stream (warming up cuBLAS and the allocator, and doing the
-    step's real work); the second captures, then replays; later calls only replay. Between calls
-    only ``tokens`` changes; the cache's buffers are updated in place by the graph itself.
+    The first call runs eagerly on a side stream (warming up cuBLAS and the allocator, compiling when
+    asked, and doing the step's real work); the second captures, then replays; later calls only
+    replay. Between calls only ``tokens`` changes; the cache's buffers are updated in place by the
+    graph itself. One lives per (model, batch, cache size), so later ``generate`` calls of that
+    shape replay the same graph (see :func:`_decoder`).
     """
 
-    def __init__(self, model: GPT, cache: KVCache, window: Tensor, batch: int, device: torch.device):
-        self.model, self.cache, self.window = model, cache, window
+    def __init__(self, model: GPT, cache: KVCache, batch: int, device: torch.device, compile_step: bool):
+        self.model, self.cache = model, cache
+        self.window = torch.tensor(model.config.window, device=device)
         self.tokens = torch.zeros(batch, 1, dtype=torch.long, device=device)
         self.valid = torch.ones(batch, 1, dtype=torch.bool, device=device)
+        self.step = torch.compile(self._step, dynamic=False) if compile_step else self._step
         self.graph: torch.cuda.CUDAGraph | None = None
         self.calls = 0
 
     def _step(self) -> Tensor:
-        self.cache.begin(self.tokens, self.valid)
-        return self.model(self.tokens, self.window, cache=self.cache)[:, -1]
+        # autocast's cache of bf16 weight copies dies with the caller's autocast block, but the graph
+        # outlives it: the casts must be part of the graph itself
+        with torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False):
+            self.cache.begin(self.tokens, self.valid)
+            return self.model(self.tokens, self.window, cache=self.cache)[:, -1]
 
     def __call__(self, tokens: Tensor) -> Tensor:
         self.tokens.copy_(tokens)
@@ -74,27 +81,44 @@ class _GraphedStep:
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
-                logits = self._step()
+                logits = self.step()
             torch.cuda.current_stream().wait_stream(side)
             return logits
         if self.graph is None:
             self.graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(self.graph):
-                self.logits = self._step()
+                self.logits = self.step()
         self.graph.replay()
         return self.logits
+
+
+CACHE_ROUNDING = 256  # cache sizes are rounded up to this, so calls of similar lengths share a graph
+
+
+def _decoder(model: GPT, batch: int, length: int, device: torch.device, compile_step: bool) -> _GraphedStep:
+    """The persistent graphed step for this model and shape (kept on the model), with its cache emptied."""
+    size = min(-(-length // CACHE_ROUNDING) * CACHE_ROUNDING, model.config.max_seq_len)
+    decoders = model.__dict__.setdefault("_graphed_decoders", {})
+    key = (batch, size, compile_step)
+    if key not in decoders:
+        cache = KVCache(model.config, batch, size, device, torch.bfloat16)
+        decoders[key] = _GraphedStep(model, cache, batch, device, compile_step)
+    decoders[key].cache.reset()
+    return decoders[key]
 
 
 @torch.no_grad()
 def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int = 256, temperature: float = 0.0,
              top_k: int | None = None, top_p: float | None = None, seed: int = 0, use_cache: bool = True,
-             on_token: Callable[[Tensor, Tensor], None] | None = None, cuda_graph: bool = True) -> list[list[int]]:
+             on_token: Callable[[Tensor, Tensor], None] | None = None, cuda_graph: bool = True,
+             compile_step: bool = False) -> list[list[int]]:
     """Continue each prompt until EOT or ``max_new_tokens``; returns the new tokens (EOT not included).
 
     Prompts of different lengths are left-padded into one batch. ``use_cache=False`` recomputes the
     whole sequence for every new token (the reference the cache is tested against).
     ``on_token(tokens [B], finished [B])`` is called after each step, for streaming. On a GPU the
-    cached decoding step runs as a replayed CUDA graph (``cuda_graph=False`` runs it eagerly).
+    cached decoding step runs as a replayed CUDA graph (``cuda_graph=False`` runs it eagerly), kept for
+    later calls of the same batch size and length; ``compile_step`` also compiles it with torch.compile.
     """
     device = next(model.parameters()).device
     batch, prompt_len = len(prompts), max(len(p) for p in prompts)
@@ -109,8 +133,12 @@ def generate(model: GPT, prompts: list[list[int]], max_new_tokens: int = 256, te
     generator = torch.Generator(device).manual_seed(seed)
     total_len = prompt_len + max_new_tokens
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32  # what attention sees under autocast
-    cache = KVCache(model.config, batch, total_len, device, dtype) if use_cache else None
-    graphed = _GraphedStep(model, cache, window, batch, device) if use_cache and cuda_graph and device.type == "cuda" else None
+    graphed = None
+    if use_cache and cuda_graph and device.type == "cuda":
+        graphed = _decoder(model, batch, total_len, device, compile_step)
+        cache = graphed.cache
+    else:
+        cache = KVCache(model.config, batch, total_len, device, dtype) if use_cache else None
     chunk, chunk_valid = tokens, valid
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
     out: list[list[int]] = [[] for _ in prompts]

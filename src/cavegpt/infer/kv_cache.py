@@ -39,6 +39,15 @@ class KVCache:
         self.positions_so_far = torch.zeros(batch, dtype=torch.long, device=device)
         self.last_embedding = torch.zeros(batch, 1, config.d_model, device=device)
 
+    def reset(self) -> None:
+        """Empty the cache in place, keeping its buffers (a captured CUDA graph points at them)."""
+        self.docs.fill_(-1)
+        self.valid.zero_()
+        self.length.zero_()
+        self.docs_so_far.zero_()
+        self.positions_so_far.zero_()
+        self.last_embedding.zero_()
+
     def begin(self, tokens: Tensor, valid: Tensor) -> None:
         """Prepare positions and the mask for the chunk ``tokens`` [B, T] (``valid`` False = padding)."""
         chunk = self.length + torch.arange(tokens.size(1), device=tokens.device)  # cache slots of the chunk
@@ -59,11 +68,12 @@ class KVCache:
     def smear_inputs(self, embedded: Tensor) -> tuple[Tensor, Tensor]:
         """(embedding before the chunk, the chunk's embeddings with padding zeroed) for the smear gate."""
         embedded = embedded * self.chunk_valid[..., None]
-        previous = self.last_embedding.to(embedded.dtype)
+        previous = self.last_embedding.to(embedded.dtype, copy=True)  # the buffer is overwritten below
         has_valid = self.chunk_valid.any(-1)
         last = (self.chunk_valid.cumsum(-1) == self.chunk_valid.sum(-1, keepdim=True)) & self.chunk_valid
         last_embedding = (embedded * last[..., None]).sum(1, keepdim=True)  # the row's last valid token
-        self.last_embedding = torch.where(has_valid[:, None, None], last_embedding.float(), self.last_embedding)
+        # in place: a replayed CUDA graph reads this very buffer at the next step
+        self.last_embedding.copy_(torch.where(has_valid[:, None, None], last_embedding.float(), self.last_embedding))
         return previous, embedded
 
     def attention(self, layer: int) -> Attend:
