@@ -1,14 +1,19 @@
-"""``cavegpt speedrun`` with no GPU: the demo, end to end, saying plainly that it is the demo."""
+"""``cavegpt speedrun``: the demo end to end with no GPU; with one, FineWeb fetched when missing (stand-in hub)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
+from cavegpt.data.fineweb import shard_names
+from cavegpt.data.shards import write_shard
 from cavegpt.infer.generate import CANNED_PROMPTS
+from cavegpt.speedrun import plan
 from tests.conftest import cavegpt
+from tests.hubstub import StubHub
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU, speedrun runs the real thing, not the demo")
@@ -26,3 +31,33 @@ def test_speedrun_without_a_gpu_runs_the_demo_end_to_end(tmp_path: Path) -> None
     assert all(prompt in samples for prompt in CANNED_PROMPTS)
     assert samples.count("--- temperature") == 3 * len(CANNED_PROMPTS)
     assert "sample_train_" in (run / "config.json").read_text()  # the corpus shipped in the package
+
+
+def stub_shards(folder: Path) -> dict[str, bytes]:
+    rng = np.random.default_rng(0)
+    return {name: write_shard(folder / name, rng.integers(0, 50257, size=300_000).astype(np.uint16)).read_bytes()
+            for name in shard_names(1)}
+
+
+def test_speedrun_downloads_missing_fineweb_then_plans_the_real_run(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    files = stub_shards(tmp_path / "served")
+    with StubHub(files) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        chosen = plan("seed", ["num_iterations=10", "cooldown_iters=3", "muon_momentum_warmup=3"], say=lambda _: None,
+                      has_gpu=True)
+    assert chosen.demo_reason is None
+    assert chosen.config.train.target_val_loss == 3.28 and chosen.config.model.d_model == 768
+    for name, content in files.items():  # 10 steps of 524,288 tokens need one train shard and the val shard
+        assert (tmp_path / "data" / "fineweb10B" / name).read_bytes() == content
+
+
+def test_speedrun_falls_back_to_the_demo_when_fineweb_cannot_be_had(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with StubHub({}) as hub:  # a hub without the dataset's files
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        chosen = plan("seed", [], say=lambda _: None, has_gpu=True)
+    assert chosen.demo_reason.startswith("FineWeb could not be downloaded (")
+    assert "Running the DEMO" in chosen.demo_reason and chosen.config.model.d_model == 64

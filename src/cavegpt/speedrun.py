@@ -41,11 +41,14 @@ def demo_plan(reason: str, overrides: list[str]) -> Plan:
                                                  f"shipped with cavegpt, not the speedrun. {HOW_TO_GET_THE_REAL_ONE}")
 
 
-def plan(preset: str, overrides: list[str], say: Callable[[str], None] = print) -> Plan:
-    """Pick the preset and make sure its data is there (downloading FineWeb when the default path is empty)."""
+def plan(preset: str, overrides: list[str], say: Callable[[str], None] = print, has_gpu: bool | None = None) -> Plan:
+    """Pick the preset and make sure its data is there (downloading FineWeb when the default path is empty).
+
+    ``has_gpu``: whether to plan the real run (default: whether PyTorch sees a CUDA GPU).
+    """
     if preset == "tiny":
         return demo_plan("--preset tiny", overrides)
-    if not torch.cuda.is_available():
+    if not (torch.cuda.is_available() if has_gpu is None else has_gpu):
         return demo_plan("No CUDA GPU found", overrides)
     if preset == "auto":
         preset, why = auto_preset_name()
