@@ -7,6 +7,7 @@ included) and when the target loss was crossed.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from typing import Any, TextIO
 
@@ -37,8 +38,12 @@ class LiveDisplay:
         self.validated_at: int | None = None
         self.val_seconds: list[float] = []
         self.target_at: tuple[int, float] | None = None  # (step, train time in ms)
-        self.bar = (tqdm(total=total, initial=start_step, file=self.file, dynamic_ncols=True, unit="step",
-                         bar_format="{n_fmt}/{total_fmt} {bar} {postfix}") if self.tty else None)
+        # a fixed-width bar with the fields after it; the size falls back to 160 × 24 where a pty reports
+        # 0 × 0, which would make tqdm hide the bar
+        size = shutil.get_terminal_size((160, 24))
+        self.bar = (tqdm(total=total, initial=start_step, file=self.file, unit="step", ncols=size.columns,
+                         nrows=size.lines,
+                         bar_format="{n_fmt}/{total_fmt} |{bar:20}| {desc}") if self.tty else None)
 
     def write(self, text: str) -> None:
         if self.bar is not None:
@@ -83,7 +88,7 @@ class LiveDisplay:
         """``record``: a train record of metrics.jsonl (step, train_loss, tokens_per_second, mfu, …)."""
         fields = self.fields(record)
         if self.bar is not None:
-            self.bar.set_postfix_str(" | ".join(fields), refresh=False)
+            self.bar.set_description_str(" | ".join(fields), refresh=False)
             self.bar.update(record["step"] - self.bar.n)
         else:
             print(" | ".join([f"step {record['step']}/{self.total}", *fields]), file=self.file, flush=True)
