@@ -59,9 +59,10 @@ def plan(preset: str, overrides: list[str], say: Callable[[str], None] = print, 
     if config.data.train_glob != DataConfig.train_glob:
         raise DataError(f"no shards match train_glob={config.data.train_glob!r} / val_glob={config.data.val_glob!r}")
     tokens = config.train.num_iterations * config.train.grad_accum * config.data.micro_batch_tokens
-    say(f"FineWeb is not in {DEFAULT_DIR}: downloading {shards_needed(tokens)} train shards and the val shard")
+    train_shards = shards_needed(tokens)
+    say(f"FineWeb is not in {DEFAULT_DIR}: downloading {train_shards} train shards and the val shard")
     try:
-        download_fineweb(DEFAULT_DIR, shards_needed(tokens))
+        download_fineweb(DEFAULT_DIR, train_shards)
     except DataError as e:
         return demo_plan(f"FineWeb could not be downloaded ({e})", overrides)
     return Plan(config, None)
@@ -88,7 +89,11 @@ def speedrun(preset: str, overrides: list[str], max_new_tokens: int, say: Callab
     chosen = plan(preset, overrides, say)
     if chosen.demo_reason:
         say(chosen.demo_reason)
-    result = Trainer(chosen.config).run()
+    trainer = Trainer(chosen.config)
+    try:
+        result = trainer.run()
+    finally:
+        trainer.close()
     if result.stopped:
         return chosen, result
     report, _, shown = write_report(result.run_dir)
