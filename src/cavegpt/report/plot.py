@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -27,11 +28,10 @@ def plot_runs(runs: list[Run], path: str | Path) -> Figure:
     """
     figure = Figure(figsize=(13, 5), layout="constrained")
     by_step, by_time = figure.subplots(1, 2, sharey=True)
-    colors = [f"C{i}" for i in range(10)]
     several = len(runs) > 1
     longest_ms = max((r["train_time_ms"] for run in runs for r in run.train), default=0.0)
     unit, per_unit_ms = ("minutes", 60000) if longest_ms >= 120_000 else ("seconds", 1000)
-    for run, color in zip(runs, colors * (len(runs) // 10 + 1)):
+    for run, color in zip(runs, itertools.cycle(f"C{i}" for i in range(10))):
         label = run.name if several else ""
         train_steps = [r["step"] for r in run.train]
         train_minutes = [r["train_time_ms"] / per_unit_ms for r in run.train]

@@ -23,6 +23,11 @@ def hardware(run: Run) -> str:
     return "unknown (no run.json)"
 
 
+def clock_name(run: Run) -> str:
+    """What the leaderboard's time measures for this run."""
+    return "Time to target" if run.target_val is not None else "Time to final val (target not reached)"
+
+
 def leaderboard_fields(run: Run) -> dict[str, str]:
     """Every field of the seed's leaderboard row, plus what makes the row reproducible."""
     env = run.environment
@@ -40,7 +45,7 @@ def leaderboard_fields(run: Run) -> dict[str, str]:
     tokens = final["tokens"]
     train_s = final["train_time_ms"] / 1000
     wall_s = final.get("wall_time_ms", final["train_time_ms"]) / 1000
-    clock = "Time to target" if run.target_val is not None else "Time to final val (target not reached)"
+    clock = clock_name(run)
     fields.update({
         "Val loss": f"{final['val_loss']:.4f} @ step {final['step']}",
         f"{clock}, validation excluded": duration(train_s),
@@ -59,7 +64,7 @@ def leaderboard_fields(run: Run) -> dict[str, str]:
 def leaderboard_row(run: Run) -> str:
     """The row for the seed README's table (its columns, in its order)."""
     f = leaderboard_fields(run)
-    clock = next((v for k, v in f.items() if k.endswith("validation excluded")), "—")
+    clock = f.get(f"{clock_name(run)}, validation excluded", "—")
     return (f"| – | (you) | {f['Hardware']} | {f.get('Tokens trained', '—')} | **{f['Val loss']}** | {clock} | "
             f"{f.get('Throughput', '—')} | {f.get('Training script', '—')} | {f['Command']} |")
 

@@ -11,11 +11,14 @@ every call here is free.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
+
+from cavegpt.data.loader import TokenStream
 
 
 class WorldError(ValueError):
@@ -83,12 +86,23 @@ def average_gradients(model: nn.Module, world: World) -> None:
             offset += grad.numel()
 
 
-def mean_over_ranks(value: Tensor, world: World) -> Tensor:
+def sum_over_ranks(value: Tensor, world: World) -> Tensor:
     if world.distributed:
         value = value.clone()
         dist.all_reduce(value)
-        value /= world.size
     return value
+
+
+def rank_batches(stream: TokenStream, count: int, world: World) -> Iterator[tuple[Tensor, Tensor]]:
+    """This rank's share of the next ``count`` batches of ``stream``: numbers rank, rank + N, …
+
+    The others are skipped unread, so every rank's stream ends where one process's would.
+    """
+    for index in range(count):
+        if index % world.size == world.rank:
+            yield stream.next_batch()
+        else:
+            stream.skip_batch()
 
 
 def any_rank(flags: list[bool], device: torch.device, world: World) -> list[bool]:

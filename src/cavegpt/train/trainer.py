@@ -20,7 +20,8 @@ from cavegpt.report.mfu import FlopTerms, mean_attended_keys, measure_matmul_pea
 from cavegpt.train.checkpoint import checkpoint_name, prune_checkpoints, save_checkpoint
 from cavegpt.train.display import LiveDisplay
 from cavegpt.train.distributed import (
-    any_rank, average_gradients, broadcast_parameters, join_world, leave_world, local_micro_batches, mean_over_ranks)
+    any_rank, average_gradients, broadcast_parameters, join_world, leave_world, local_micro_batches, rank_batches,
+    sum_over_ranks)
 from cavegpt.train.guards import NonFiniteError, StopSignals, check_finite
 from cavegpt.train.loggers import LOGGERS, open_sink
 from cavegpt.train.runlog import RunLog, new_run_id, step_line
@@ -166,18 +167,15 @@ class Trainer:
         Under torchrun this rank runs micro-batches rank, rank + N, …; gradients are averaged once at the
         end. With ``check_groups``, a non-finite loss or gradient raises before the weights change.
         """
+        accum = self.config.train.grad_accum
         total = torch.zeros((), device=self.device)
-        for index in range(self.config.train.grad_accum):
-            if index % self.world.size != self.world.rank:
-                self.train_stream.skip_batch()
-                continue
-            inputs, targets = self.train_stream.next_batch()
+        for inputs, targets in rank_batches(self.train_stream, accum, self.world):
             with self.autocast():
                 loss = self.forward(inputs, self.window, targets)
             (loss / self.local_accum).backward()
             total += loss.detach()
         average_gradients(self.model, self.world)
-        total = mean_over_ranks(total / self.local_accum, self.world)
+        total = sum_over_ranks(total, self.world) / accum
         if check_groups is not None:
             check_finite(step, total, check_groups)
         self.optimizers.step(step)
@@ -189,14 +187,10 @@ class Trainer:
         self.val_stream.seek(0, 0)
         steps = self.config.data.val_tokens // self.config.data.micro_batch_tokens
         total = torch.zeros((), device=self.device)
-        for index in range(steps):
-            if index % self.world.size != self.world.rank:
-                self.val_stream.skip_batch()
-                continue
-            inputs, targets = self.val_stream.next_batch()
+        for inputs, targets in rank_batches(self.val_stream, steps, self.world):
             with self.autocast():
                 total += self.forward(inputs, self.window, targets)
-        return (mean_over_ranks(total, self.world) * self.world.size / steps).item()
+        return (sum_over_ranks(total, self.world) / steps).item()
 
     def warmup(self) -> float:
         """Compile (or just touch) the training and validation graphs; leaves weights untouched."""
