@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from cavegpt.config import PRESETS, ConfigError, build_config
+from cavegpt.config import PRESETS, Config, ConfigError, build_config, config_from_dict, differences
+from cavegpt.optim.schedules import tokens_before
 
 
 def test_seed_preset_is_the_seed_recipe() -> None:
@@ -23,8 +26,36 @@ def test_seed_preset_is_the_seed_recipe() -> None:
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_is_valid_and_keeps_tokens_per_step(name: str) -> None:
     config = build_config(name, [])
-    if name != "tiny":
+    if name not in ("tiny", "record", "record-24gb"):
         assert config.data.seq_len * config.data.batch_size * config.train.grad_accum == 524_288
+
+
+def test_record_presets_share_every_step_and_differ_from_seed_only_in_record_options() -> None:
+    record, small = build_config("record", []), build_config("record-24gb", [])
+    assert small.data.seq_len * 2 == record.data.seq_len
+    steps = record.train.num_iterations
+    assert tokens_before(steps, record.train.grad_accum, record.train.batch_ramp, record.data.micro_batch_tokens) == \
+        tokens_before(steps, small.train.grad_accum, small.train.batch_ramp, small.data.micro_batch_tokens)
+    assert record.planned_tokens() == 640 * (4 + 8 + 12) * 32768  # 0.50B: three stages of 640 steps
+    seed = build_config("seed", [])
+    changed = {f"{section}.{key}" for section in Config.SECTIONS
+               for key, value in vars(getattr(record, section)).items() if getattr(getattr(seed, section), key) != value}
+    assert changed == {"model.bigram_vocab", "model.logit_softcap", "train.num_iterations", "train.batch_ramp",
+                       "train.mtp_weights", "optim.stage_lr_multipliers", "optim.cooldown_iters", "optim.lr_floor",
+                       "optim.matrix_lr", "optim.ns_coefficients", "optim.normuon_beta2", "optim.muon_weight_decay"}
+
+
+def test_batch_ramp_and_stage_rates_must_name_the_same_stages() -> None:
+    with pytest.raises(ConfigError, match="must name the same number of stages"):
+        build_config("tiny", ["batch_ramp=1,2", "stage_lr_multipliers=1,2,3"])
+
+
+def test_tuple_settings_parse_and_survive_a_json_round_trip() -> None:
+    config = build_config("tiny", ["batch_ramp=1,2", "stage_lr_multipliers=(1, 1.5)", "mtp_weights=0.5"])
+    assert config.train.batch_ramp == (1, 2) and config.optim.stage_lr_multipliers == (1.0, 1.5)
+    assert config.train.mtp_weights == (0.5,)
+    again = config_from_dict(json.loads(config.to_json()), "config.json")
+    assert again == config and differences(config, again) == []
 
 
 def test_overrides_by_field_and_by_section() -> None:
@@ -56,6 +87,9 @@ def test_unknown_key_lists_the_valid_ones() -> None:
     ("cooldown_iters=500", "exceed num_iterations=200"),
     ("device=tpu", "choose auto, cuda or cpu"),
     ("seq_len", "is not key=value"),
+    ("batch_ramp=1,0", "batch_ramp=(1, 0) must be >= 1"),
+    ("ns_coefficients=cubic", "choose one of quintic, polar_express"),
+    ("bigram_vocab=1", "0 (off) or at least 2 rows"),
 ])
 def test_bad_values_are_refused_with_a_message(override: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=None) as error:
@@ -64,5 +98,5 @@ def test_bad_values_are_refused_with_a_message(override: str, needle: str) -> No
 
 
 def test_unknown_preset() -> None:
-    with pytest.raises(ConfigError, match="choose one of: seed, h100, 4090, 3090, 8xh100, tiny, auto"):
+    with pytest.raises(ConfigError, match="choose one of: seed, h100, 4090, 3090, 8xh100, record, record-24gb, tiny, auto"):
         build_config("a100", [])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import warnings
 
+import pytest
 import torch
 
-from cavegpt.model.gpt import GPT, ModelConfig
+from cavegpt.model.gpt import GPT, ModelConfig, ahead_losses, bigram_rows
 from cavegpt.model.masks import EOT_TOKEN
 
 SMALL = dict(n_layer=6, n_head=2, d_model=64, backout_layer=4, vocab_size=50304, max_seq_len=1024)
@@ -108,3 +109,43 @@ def test_value_embedding_layout_is_012_then_012() -> None:
     assert [config.value_embed_table(i) for i in range(12)] == [0, 1, 2] + [None] * 6 + [0, 1, 2]
     model_layers = GPT(ModelConfig(**SMALL)).blocks
     assert all(block.attn.lamb is not None for block in model_layers)  # 6 layers: all of them
+
+
+def test_bigram_rows_match_the_records_hash() -> None:
+    tokens = torch.tensor([[EOT_TOKEN, 464, 3139, 286, 50303, 0]])
+    previous = torch.tensor([[-1, EOT_TOKEN, 464, 3139, 286, 50303]])
+    rows = 5 * 50304
+    expected = [rows - 1] + [((36313 * t) ^ (27191 * p)) % (rows - 1) for t, p in zip(tokens[0, 1:].tolist(),
+                                                                                      previous[0, 1:].tolist())]
+    assert bigram_rows(tokens, previous, rows).tolist() == [expected]
+
+
+def test_bigram_embedding_reads_the_previous_token_and_only_it() -> None:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**SMALL, bigram_vocab=4096, attention="sdpa"))
+    with torch.no_grad():
+        model.bigram_embed.weight.normal_()
+        model.lm_head.weight.normal_()
+    window = torch.tensor(1024)
+    tokens = torch.randint(0, 50000, (1, 16))
+    changed = tokens.clone()
+    changed[0, 7] += 1  # moves rows 7 and 8 of the bigram table, and everything from 7 on through attention
+    a, b = model(tokens, window), model(changed, window)
+    assert torch.equal(a[0, :7], b[0, :7]) and not torch.allclose(a[0, 8], b[0, 8])
+    assert "bigram_embed.weight" in {n for n, p in model.named_parameters()
+                                     if any(p is q for q in model.param_groups()["embeddings"])}
+
+
+def test_ahead_losses_match_a_position_by_position_float64_reference() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 9, 11, generator=generator)
+    targets = torch.randint(0, 11, (2, 9), generator=generator)
+    losses = ahead_losses(logits, targets, horizon=3)
+    log_probs = logits.double().log_softmax(-1)
+    for k in (1, 2, 3):
+        terms = [-log_probs[b, t, targets[b, t + k - 1]] for b in range(2) for t in range(9 - k + 1)]
+        assert losses[k - 1].item() == pytest.approx(torch.stack(terms).mean().item(), rel=1e-6)
+    model = GPT(ModelConfig(**SMALL, attention="sdpa"))
+    tokens = torch.randint(0, 50000, (1, 32))
+    window = torch.tensor(1024)
+    assert model(tokens, window, tokens, horizon=2)[0].item() == pytest.approx(model(tokens, window, tokens).item())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -26,10 +27,9 @@ CONFIG = ModelConfig(n_layer=6, n_head=2, d_model=64, backout_layer=4, window=64
 PROMPT = [EOT_TOKEN, 464, 3139, 286, EOT_TOKEN, 3666, 11, 612, 373, 257]
 
 
-@pytest.fixture(scope="module")
-def model() -> GPT:
+def random_model(config: ModelConfig) -> GPT:
     torch.manual_seed(0)
-    model = GPT(CONFIG).eval()
+    model = GPT(config).eval()
     with torch.no_grad():  # random weights everywhere (the zero init would make every logit equal)
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.3)
@@ -37,14 +37,26 @@ def model() -> GPT:
     return model
 
 
-def test_cache_matches_full_recomputation_for_200_tokens(model: GPT) -> None:
+@pytest.fixture(scope="module")
+def model() -> GPT:
+    return random_model(CONFIG)
+
+
+@pytest.fixture(scope="module", params=["seed", "bigram"])
+def any_model(request) -> GPT:
+    """The seed's layout, and the record preset's bigram embedding (which looks one token back too)."""
+    return random_model(CONFIG if request.param == "seed" else dataclasses.replace(CONFIG, bigram_vocab=997))
+
+
+def test_cache_matches_full_recomputation_for_200_tokens(any_model: GPT) -> None:
+    model = any_model
     cached = generate(model, [PROMPT], max_new_tokens=220)[0]
     assert len(cached) >= 200
     assert cached == generate(model, [PROMPT], max_new_tokens=220, use_cache=False)[0]
     # and the plain training forward (no cache machinery at all) agrees on every position's logits
     sequence = torch.tensor([PROMPT + cached])
     reference = model(sequence, torch.tensor(CONFIG.window))
-    cache = KVCache(CONFIG, 1, sequence.size(1), "cpu")
+    cache = KVCache(model.config, 1, sequence.size(1), "cpu")
     logits = []
     with torch.no_grad():
         cache.begin(sequence[:, :len(PROMPT)], torch.ones(1, len(PROMPT), dtype=torch.bool))
@@ -57,7 +69,8 @@ def test_cache_matches_full_recomputation_for_200_tokens(model: GPT) -> None:
     assert greedy == cached
 
 
-def test_batched_prompts_of_different_lengths_match_one_by_one(model: GPT) -> None:
+def test_batched_prompts_of_different_lengths_match_one_by_one(any_model: GPT) -> None:
+    model = any_model
     prompts = [PROMPT, [EOT_TOKEN, 40, 588], PROMPT[4:] + [11] * 9, [EOT_TOKEN]]
     batched = generate(model, prompts, max_new_tokens=80)
     assert batched == [generate(model, [p], max_new_tokens=80)[0] for p in prompts]

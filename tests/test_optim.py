@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from cavegpt.model.gpt import GPT, ModelConfig
-from cavegpt.optim import Muon, OptimConfig, Optimizers, attention_window, lr_multiplier, muon_momentum, newton_schulz
+from cavegpt.optim import (
+    Muon, OptimConfig, Optimizers, attention_window, lr_multiplier, micro_batches, mtp_weights, muon_momentum,
+    newton_schulz, normalize_neurons, tokens_before)
 
 
 @pytest.mark.parametrize("shape", [(64, 64), (256, 64), (64, 256), (3, 96, 32), (1024, 256)])
@@ -114,3 +116,86 @@ def test_parameter_groups_cover_every_parameter_once_with_seed_learning_rates() 
     optimizers.set_schedule(1430)
     assert optimizers.by_name["matrices"].param_groups[0]["lr"] == pytest.approx(0.05 * 320 / 640)
     assert optimizers.by_name["matrices"].param_groups[0]["momentum"] == pytest.approx(0.95)
+
+
+# --- the record preset's options -------------------------------------------------------------
+
+
+def polar_error(out: torch.Tensor, g: torch.Tensor) -> float:
+    """Largest distance of ``out``'s singular values from 1, and whether its singular vectors are g's."""
+    u, _, vh = torch.linalg.svd(g, full_matrices=False)
+    singular = torch.linalg.svdvals(out.double())
+    cosine = (out.double() * (u @ vh)).sum() / (out.double().norm() * (u @ vh).norm())
+    assert cosine > 0.98
+    return (singular - 1).abs().max().item()
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (256, 64), (64, 256)])
+def test_polar_express_lands_closer_to_one_than_the_quintic(shape: tuple[int, int]) -> None:
+    # a well-conditioned input (singular values 1 … 20), as momentum updates roughly are
+    generator = torch.Generator().manual_seed(1)
+    u, _ = torch.linalg.qr(torch.randn(shape[0], min(shape), generator=generator, dtype=torch.float64))
+    v, _ = torch.linalg.qr(torch.randn(shape[1], min(shape), generator=generator, dtype=torch.float64))
+    g = u @ torch.diag(torch.linspace(1, 20, min(shape), dtype=torch.float64)) @ v.T
+    quintic = polar_error(newton_schulz(g), g)
+    polar_express = polar_error(newton_schulz(g, coefficients="polar_express"), g)
+    assert polar_express < 0.2 and quintic > 0.3, (polar_express, quintic)
+
+
+def test_normalize_neurons_matches_float64_reference() -> None:
+    generator = torch.Generator().manual_seed(2)
+    updates = torch.randn(3, 48, 16, generator=generator)  # tall: statistics per row
+    moment = torch.rand(3, 48, 1, generator=generator, dtype=torch.float32) + 0.5
+    expected_moment = 0.9 * moment.double() + 0.1 * updates.double().square().mean(-1, keepdim=True)
+    scaled = updates.double() / expected_moment.sqrt()
+    expected = scaled * updates.double().norm(dim=(-2, -1), keepdim=True) / scaled.norm(dim=(-2, -1), keepdim=True)
+    out = normalize_neurons(updates, moment, beta2=0.9)
+    torch.testing.assert_close(moment.double(), expected_moment, rtol=1e-6, atol=0)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-6)
+    wide = normalize_neurons(torch.randn(16, 48, generator=generator), torch.ones(1, 48), beta2=0.0)
+    assert torch.allclose(wide.square().mean(0), wide.square().mean(0)[0].expand(48), rtol=1e-4)  # one size per column
+
+
+def test_cautious_weight_decay_shrinks_only_where_the_update_agrees() -> None:
+    generator = torch.Generator().manual_seed(4)
+    start, grad = torch.randn(32, 32, generator=generator), torch.randn(32, 32, generator=generator)
+    after = {}
+    for decay in (0.0, 1.2):
+        weight = torch.nn.Parameter(start.clone())
+        weight.grad = grad.clone()
+        Muon([weight], lr=0.1, momentum=0.9, weight_decay=decay).step()
+        after[decay] = weight.detach().double()
+    update = (start.double() - after[0.0]) / 0.1  # square: no shape scale
+    shrinking = (update * start.double()) >= 0
+    expected = start.double() - 0.1 * 1.2 * 0.1 * start.double() * shrinking - 0.1 * update
+    torch.testing.assert_close(after[1.2], expected, rtol=0, atol=1e-6)
+    assert 0.2 < shrinking.double().mean() < 0.8
+
+
+def test_lr_floor_and_stage_multipliers() -> None:
+    record = dict(num_iterations=300, cooldown_iters=150, floor=0.1, stage_multipliers=(1.0, 1.5, 2.0))
+    assert [lr_multiplier(s, **record) for s in (0, 99, 100, 149)] == [1.0, 1.0, 1.5, 1.5]
+    assert lr_multiplier(150, **record) == pytest.approx(1.5)  # the cooldown starts from the stage's rate
+    assert lr_multiplier(225, **record) == pytest.approx(2.0 * 0.5 + 0.1 * 0.5)
+    assert lr_multiplier(300, **record) == pytest.approx(0.1)
+    seed = dict(num_iterations=1750, cooldown_iters=640)
+    assert all(lr_multiplier(s, **seed) == (1750 - s) / 640 for s in range(1110, 1751))  # bit for bit
+
+
+def test_batch_ramp_and_tokens() -> None:
+    steps = [micro_batches(s, 10, 16, (2, 4, 6)) for s in range(10)]
+    assert steps == [2, 2, 2, 2, 4, 4, 4, 6, 6, 6]  # stage = step * 3 // 10
+    assert tokens_before(10, 16, (2, 4, 6), 100) == [0, *[100 * sum(steps[:s + 1]) for s in range(10)]]
+    assert tokens_before(5, 16, (), 100)[-1] == 5 * 16 * 100
+
+
+def test_mtp_weights_follow_the_record_schedule() -> None:
+    def record(x: float) -> list[float]:  # record 2025-12-22: [1, 0.5, 0.25->0] -> [1, 0.5->0] -> [1]
+        if x < 1 / 3:
+            return [1.0, 0.5, 0.25 * (1 - 3 * x)]
+        if x < 2 / 3:
+            return [1.0, 0.5 * (1 - (3 * x - 1)), 0.0]
+        return [1.0, 0.0, 0.0]
+    for step in range(0, 301, 7):
+        assert mtp_weights(step, 300, (0.5, 0.25)) == pytest.approx(record(step / 300), abs=1e-12)
+    assert mtp_weights(5, 300, ()) == [1.0]

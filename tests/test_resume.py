@@ -205,3 +205,24 @@ def test_cli_messages_for_resume_and_out_of_memory(tmp_path: Path, monkeypatch, 
     monkeypatch.setattr(Trainer, "run", out_of_memory)
     assert main(["train", "--preset", "tiny", f"log_dir={tmp_path}"]) == 2
     assert "seq_len=16384 grad_accum=32" in capsys.readouterr().err
+
+
+def test_record_options_resume_bit_identical(tmp_path: Path) -> None:
+    """The batch ramp, multi-token weights, NorMuon's second moments and the bigram table all resume exactly."""
+    record = ["batch_ramp=1,2,3", "stage_lr_multipliers=1,1.5,1.7", "mtp_weights=0.5,0.25", "lr_floor=0.1",
+              "ns_coefficients=polar_express", "normuon_beta2=0.95", "muon_weight_decay=1.2", "bigram_vocab=1024",
+              "logit_softcap=15"]
+    Trainer(tiny(tmp_path, "straight", "checkpoint_every=6", *record), echo=False).run()
+    straight = tmp_path / "straight"
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copy(straight / "checkpoint_step000006.pt", resumed)
+    config, point = resume_point(resumed)
+    assert config.train.batch_ramp == (1, 2, 3)
+    Trainer(config, echo=False, resume_from=point).run()
+    expected = train_losses(straight)
+    assert train_losses(resumed) == {s: loss for s, loss in expected.items() if s > 6}
+    assert_same_weights(final_weights(straight), final_weights(resumed))
+    tokens = {r["step"]: r["tokens"] for r in map(json.loads, (straight / "metrics.jsonl").read_text().splitlines())
+              if r["kind"] == "train"}
+    assert tokens[12] == 128 * (4 * 1 + 4 * 2 + 4 * 3)  # stages of 4 steps: 1, 2, 3 micro-batches of 128 tokens

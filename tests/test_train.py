@@ -115,3 +115,14 @@ def test_seed_preset_first_losses_are_pinned() -> None:
     losses = [trainer.train_step(step).item() for step in range(len(SEED_FIRST_LOSSES))]
     # 1e-3 leaves room for another CPU's BLAS; a changed learning rate or feature moves step 2 by > 1e-2
     assert losses == pytest.approx(SEED_FIRST_LOSSES, abs=1e-3)
+
+
+def test_record_options_learn_on_the_cpu(tmp_path: Path) -> None:
+    """The record preset's options together (at the tiny shape) train without trouble and beat the start."""
+    config = build_config("tiny", [
+        "num_iterations=40", "cooldown_iters=20", "val_every=0", "muon_momentum_warmup=10", "seq_len=256",
+        "val_tokens=2048", f"log_dir={tmp_path}", "run_id=record", "batch_ramp=1,2,3",
+        "stage_lr_multipliers=1,1.52,1.73", "mtp_weights=0.5,0.25", "lr_floor=0.1", "ns_coefficients=polar_express",
+        "normuon_beta2=0.95", "muon_weight_decay=1.2", "bigram_vocab=4096", "logit_softcap=15"])
+    result = Trainer(config, echo=False).run()
+    assert result.final_val_loss < 7.5  # the start is ln(50304) = 10.8

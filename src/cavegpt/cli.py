@@ -135,7 +135,7 @@ def cmd_data_fineweb(args: argparse.Namespace) -> int:
     train_shards = args.train_shards
     if train_shards is None:
         config = build_config(args.preset, [])
-        tokens = config.train.num_iterations * config.train.grad_accum * config.data.micro_batch_tokens
+        tokens = config.planned_tokens()
         train_shards = shards_needed(tokens)
         print(f"preset {args.preset} trains on {tokens / 1e9:.2f}B tokens: {train_shards} train shards")
     report = download_fineweb(args.dir, train_shards, workers=args.workers)
@@ -227,16 +227,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         compile_seconds = trainer.warmup()
         peak_tflops = measure_matmul_peak_tflops()
         windows = args.window or [config.train.window_start, config.model.window]
-        results = [bench_window(trainer, trainer.window_at(0) if w == config.train.window_start else w, args.steps)
-                   for w in windows]
+        results = [bench_window(trainer, trainer.window_at(0) if w == config.train.window_start else w, args.steps,
+                                at_step=args.at_step) for w in windows]
     finally:
         trainer.close()
     if not trainer.world.is_main:
         return 0
     gpus = trainer.world.size  # MFU is per GPU: the tokens/s of all of them over N peaks
     print(f"device: {torch.cuda.get_device_name(0)} | torch {torch.__version__} | preset {args.preset} | "
-          f"{gpus} process(es) | {trainer.tokens_per_step:,} tokens/step ({config.train.grad_accum} × {config.data.batch_size} × "
-          f"{config.data.seq_len})")
+          f"{gpus} process(es) | {trainer.step_tokens(args.at_step):,} tokens/step ({trainer.micro_batches_at(args.at_step)} × "
+          f"{config.data.batch_size} × {config.data.seq_len})")
     print(f"compile + warm-up: {compile_seconds:.1f}s | measured bf16 matmul peak: {peak_tflops:.0f} TFLOP/s "
           f"| datasheet (H100 SXM): {H100_SXM_DATASHEET_TFLOPS:.0f}")
     for r in results:
@@ -373,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--steps", type=int, default=20, help="timed optimizer steps per window (default 20)")
     bench.add_argument("--window", type=int, action="append",
                        help="attention window(s) to time (default: the first and the final window)")
+    bench.add_argument("--at-step", type=int, default=0,
+                       help="time steps as step N of the schedule, for its batch size under a batch ramp "
+                            "(e.g. the record preset's last stage: --at-step 1900)")
     bench.add_argument("--synthetic", action="store_true", help="bench on synthetic shards made in a temp folder")
     bench.add_argument("--memory-limit-gib", type=float, help="cap usable GPU memory, e.g. 22 to check a 24 GB card")
     bench.set_defaults(func=cmd_bench)

@@ -58,7 +58,7 @@ def plan(preset: str, overrides: list[str], say: Callable[[str], None] = print, 
         return Plan(config, None)
     if config.data.train_glob != DataConfig.train_glob:
         raise DataError(f"no shards match train_glob={config.data.train_glob!r} / val_glob={config.data.val_glob!r}")
-    tokens = config.train.num_iterations * config.train.grad_accum * config.data.micro_batch_tokens
+    tokens = config.planned_tokens()
     train_shards = shards_needed(tokens)
     say(f"FineWeb is not in {DEFAULT_DIR}: downloading {train_shards} train shards and the val shard")
     try:

@@ -2,8 +2,8 @@
 
 Everything in the model that looks backwards is kept here: keys and values of every layer (rotary
 already applied), each row's token positions, document ids (a new document at each EOT) for the
-document mask, the sliding window (the model's final one), and the embedding of each row's latest
-token for the smear gate. Rows may start with left padding (batched prompts of different lengths):
+document mask, the sliding window (the model's final one), and the embedding and id of each row's
+latest token (the smear gate; the bigram embedding). Rows may start with left padding (batched prompts of different lengths):
 padding is invisible to every real token, takes no position, and does not smear into the next token.
 
 Every buffer has a fixed size and every update is a tensor operation (no Python integers that
@@ -38,6 +38,7 @@ class KVCache:
         self.docs_so_far = torch.zeros(batch, dtype=torch.long, device=device)
         self.positions_so_far = torch.zeros(batch, dtype=torch.long, device=device)
         self.last_embedding = torch.zeros(batch, 1, config.d_model, device=device)
+        self.last_token = torch.full((batch,), -1, dtype=torch.long, device=device)
 
     def reset(self) -> None:
         """Empty the cache in place, keeping its buffers (a captured CUDA graph points at them)."""
@@ -47,6 +48,7 @@ class KVCache:
         self.docs_so_far.zero_()
         self.positions_so_far.zero_()
         self.last_embedding.zero_()
+        self.last_token.fill_(-1)
 
     def begin(self, tokens: Tensor, valid: Tensor) -> None:
         """Prepare positions and the mask for the chunk ``tokens`` [B, T] (``valid`` False = padding)."""
@@ -75,6 +77,17 @@ class KVCache:
         # in place: a replayed CUDA graph reads this very buffer at the next step
         self.last_embedding.copy_(torch.where(has_valid[:, None, None], last_embedding.float(), self.last_embedding))
         return previous, embedded
+
+    def previous_tokens(self, tokens: Tensor) -> Tensor:
+        """The token before each of the chunk's (-1: none, as at a row's start or after padding)."""
+        valid = self.chunk_valid
+        shifted = torch.cat([self.last_token[:, None], tokens[:, :-1]], dim=1)
+        shifted_valid = torch.cat([torch.ones_like(valid[:, :1]), valid[:, :-1]], dim=1)
+        previous = torch.where(shifted_valid, shifted, self.last_token[:, None])  # padding is only on the left
+        last = (valid * torch.arange(1, valid.size(1) + 1, device=valid.device)).argmax(-1)  # the last valid slot
+        # in place, like last_embedding: a replayed CUDA graph reads this buffer at the next step
+        self.last_token.copy_(torch.where(valid.any(-1), tokens.gather(1, last[:, None]).squeeze(1), self.last_token))
+        return previous
 
     def attention(self, layer: int) -> Attend:
         """Attention for ``layer``: store this chunk's keys/values, attend over the whole cache."""

@@ -36,6 +36,14 @@ Where the seed is silent we follow the modded-nanogpt records (KellerJordan/modd
   taken after layer 8 (record 2025-10-04).
 * No biases anywhere; the LM head is untied from the embedding (record 2024-11-03).
 
+Options of the ``record`` preset (off, and absent from the parameters, in ``seed``):
+
+* A bigram hash embedding: a table of ``bigram_vocab`` rows indexed by a hash of (previous token,
+  token), zero at init, added to every block's input with a learnable per-block weight starting at
+  0.1 (record 2026-01-19 "BigramHashEmbedding", after Svenstrup et al. 2017, arXiv 1709.03933).
+* Multi-token prediction: ``forward(..., horizon=K)`` returns the mean losses of predicting the
+  tokens 1 … K ahead from the same logits; the trainer weighs them (record 2025-12-22).
+
 Attention runs through FlexAttention on the GPU and through SDPA with the same mask elsewhere
 (``ModelConfig.attention``: FlexAttention has no backward on CPU); :mod:`cavegpt.model.masks`
 holds the mask.
@@ -74,6 +82,7 @@ class ModelConfig:
     window: int = 1792  # the final (and inference) attention window, tokens
     max_seq_len: int = 65536  # rotary table length
     attention: str = "auto"  # "flex", "sdpa" (same mask, dense), "auto": flex on CUDA, sdpa elsewhere
+    bigram_vocab: int = 0  # rows of the bigram hash embedding (0: none)
 
     @property
     def head_dim(self) -> int:
@@ -93,6 +102,8 @@ class ModelConfig:
             raise ValueError(f"gate_channels={self.gate_channels} exceeds d_model={self.d_model}")
         if self.attention not in ("auto", "flex", "sdpa"):
             raise ValueError(f"attention={self.attention!r}: choose auto, flex or sdpa")
+        if self.bigram_vocab == 1 or self.bigram_vocab < 0:
+            raise ValueError(f"bigram_vocab={self.bigram_vocab}: 0 (off) or at least 2 rows")
 
     def value_embed_table(self, layer: int) -> int | None:
         """Which value-embedding table feeds ``layer`` (None: the layer has none)."""
@@ -102,6 +113,20 @@ class ModelConfig:
         if layer >= self.n_layer - n:
             return layer - (self.n_layer - n)
         return None
+
+
+BIGRAM_MULTIPLIERS = (36313, 27191)  # record 2026-01-19's: spread the pairs evenly over the rows
+
+
+def bigram_rows(tokens: Tensor, previous: Tensor, rows: int) -> Tensor:
+    """The bigram table row of each (previous, token) pair; ``previous`` < 0 (no previous token) → the last row.
+
+    ``tokens`` and ``previous`` are [B, T] token ids; the hash is
+    ``(36313 · token) XOR (27191 · previous) mod (rows - 1)``.
+    """
+    a, b = BIGRAM_MULTIPLIERS
+    hashed = torch.bitwise_xor(a * tokens, b * previous.clamp(min=0)) % (rows - 1)
+    return torch.where(previous < 0, rows - 1, hashed)
 
 
 def rms_norm(x: Tensor) -> Tensor:
@@ -187,11 +212,30 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(config, config.value_embed_table(layer) is not None)
         self.mlp = MLP(config.d_model)
         self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))
+        self.bigram_lambda = nn.Parameter(torch.tensor(0.1)) if config.bigram_vocab else None
 
-    def forward(self, x: Tensor, x0: Tensor, value_embed: Tensor | None, rotary: Rotate, attend: Attend) -> Tensor:
+    def forward(self, x: Tensor, x0: Tensor, value_embed: Tensor | None, rotary: Rotate, attend: Attend,
+                bigram: Tensor | None = None) -> Tensor:
         x = self.lambdas[0] * x + self.lambdas[1] * x0
+        if self.bigram_lambda is not None:
+            x = x + self.bigram_lambda * bigram
         x = x + self.attn(rms_norm(x), value_embed, rotary, attend)
         return x + self.mlp(rms_norm(x))
+
+
+def ahead_losses(logits: Tensor, targets: Tensor, horizon: int) -> Tensor:
+    """Mean cross-entropy of predicting ``targets[:, t + k - 1]`` from ``logits[:, t]``, for k = 1 … horizon.
+
+    One log-sum-exp serves every k; position t counts for k while ``t + k - 1`` is inside the row.
+    Every k is computed over all T positions and masked (slices of T - k + 1 positions trip an
+    inductor fusion check in PyTorch 2.11: "32768 v.s. 32767").
+    """
+    B, T, _ = logits.shape
+    ahead = torch.stack([F.pad(targets[:, k:], (0, k)) for k in range(horizon)], dim=-1)  # [B, T, K]
+    nll = torch.logsumexp(logits, dim=-1, keepdim=True) - logits.gather(-1, ahead)
+    offsets = torch.arange(horizon, device=logits.device)
+    inside = torch.arange(T, device=logits.device)[:, None] < T - offsets  # [T, K]
+    return (nll * inside).sum(dim=(0, 1)) / (B * (T - offsets))
 
 
 class GPT(nn.Module):
@@ -209,6 +253,10 @@ class GPT(nn.Module):
         self.backout_lambda = nn.Parameter(torch.tensor(0.5))
         self.lm_head = zero_linear(d, config.vocab_size)
         self.rotary = Rotary(config.head_dim, config.max_seq_len)
+        self.bigram_embed = None
+        if config.bigram_vocab:
+            self.bigram_embed = nn.Embedding(config.bigram_vocab, d)
+            nn.init.zeros_(self.bigram_embed.weight)
 
     def smear(self, x: Tensor, previous: Tensor | None = None) -> Tensor:
         """Add a gated fraction of each token's embedding to the next token's.
@@ -231,9 +279,12 @@ class GPT(nn.Module):
         mask = dense_mask(docs, window)
         return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
-    def forward(self, tokens: Tensor, window: Tensor, targets: Tensor | None = None, cache=None) -> Tensor:
+    def forward(self, tokens: Tensor, window: Tensor, targets: Tensor | None = None, cache=None,
+                horizon: int = 1) -> Tensor:
         """``tokens`` [B, T] → soft-capped logits [B, T, V], or the mean loss if ``targets`` given.
 
+        With ``horizon`` K > 1 and ``targets``, a [K] tensor instead: entry k-1 is the mean loss of
+        predicting the token k ahead (``targets`` shifted by k-1), over the positions that have one.
         With ``cache`` (a :class:`cavegpt.infer.kv_cache.KVCache` that has ``begin``-ed this chunk),
         ``tokens`` continue the cached sequences: keys and values are appended and attended to.
         """
@@ -245,6 +296,10 @@ class GPT(nn.Module):
         else:
             attend_at, rotary = cache.attention, functools.partial(self.rotary, positions=cache.positions)
             previous, embedded = cache.smear_inputs(embedded)
+        bigram = None
+        if self.bigram_embed is not None:
+            previous_tokens = F.pad(tokens[:, :-1], (1, 0), value=-1) if cache is None else cache.previous_tokens(tokens)
+            bigram = self.bigram_embed(bigram_rows(tokens, previous_tokens, self.config.bigram_vocab))
         x = x0 = rms_norm(self.smear(embedded, previous))
 
         n_encoder = self.config.n_layer // 2
@@ -254,7 +309,7 @@ class GPT(nn.Module):
             if layer >= n_encoder:
                 x = x + self.skip_weights[layer - n_encoder] * skips.pop()
             table = self.config.value_embed_table(layer)
-            x = block(x, x0, None if table is None else value_embeds[table], rotary, attend_at(layer))
+            x = block(x, x0, None if table is None else value_embeds[table], rotary, attend_at(layer), bigram)
             if layer < n_encoder:
                 skips.append(x)
             if layer == self.config.backout_layer:
@@ -265,11 +320,15 @@ class GPT(nn.Module):
         logits = cap * torch.tanh(self.lm_head(x).float() / cap)
         if targets is None:
             return logits
-        return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        if horizon == 1:
+            return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
+        return ahead_losses(logits, targets, horizon)
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """The seed's four optimizer groups; every parameter is in exactly one."""
         embeddings = [self.embed.weight, *(t.weight for t in self.value_embeds)]
+        if self.bigram_embed is not None:
+            embeddings.append(self.bigram_embed.weight)
         matrices = [p for name, p in self.blocks.named_parameters() if p.ndim == 2 and "gate" not in name]
         taken = {id(p) for p in (*embeddings, *matrices, self.lm_head.weight)}
         scalars = [p for p in self.parameters() if id(p) not in taken]

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from cavegpt.optim.muon import Muon
+from cavegpt.optim.muon import COEFFICIENTS, Muon
 from cavegpt.optim.schedules import lr_multiplier, muon_momentum
 
 
@@ -28,16 +28,26 @@ class OptimConfig:
     ns_steps: int = 5
     warmup_iters: int = 0
     cooldown_iters: int = 640
+    # the record preset's options (cavegpt.optim.muon, cavegpt.optim.schedules); off reproduces the seed
+    ns_coefficients: str = "quintic"  # or "polar_express"
+    normuon_beta2: float = 0.0  # > 0: NorMuon with this second-moment decay
+    muon_weight_decay: float = 0.0  # > 0: cautious weight decay on the Muon matrices
+    lr_floor: float = 0.0  # the learning-rate multiplier at the end of the cooldown
+    stage_lr_multipliers: tuple[float, ...] = ()  # one per equal stage of training (with the batch ramp)
 
     def validate(self) -> None:
-        for name in ("embed_lr", "head_lr", "matrix_lr", "scalar_lr", "adam_eps"):
+        for name in ("embed_lr", "head_lr", "matrix_lr", "scalar_lr", "adam_eps", "muon_weight_decay", "lr_floor"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}={getattr(self, name)} must not be negative")
-        for name in ("adam_beta1", "adam_beta2", "muon_momentum_start", "muon_momentum"):
+        for name in ("adam_beta1", "adam_beta2", "muon_momentum_start", "muon_momentum", "normuon_beta2"):
             if not 0 <= getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must lie in [0, 1)")
         if min(self.warmup_iters, self.cooldown_iters, self.muon_momentum_warmup) < 0 or self.ns_steps < 1:
             raise ValueError("warmup_iters, cooldown_iters, muon_momentum_warmup must be >= 0 and ns_steps >= 1")
+        if self.ns_coefficients not in COEFFICIENTS:
+            raise ValueError(f"ns_coefficients={self.ns_coefficients!r}: choose one of {', '.join(COEFFICIENTS)}")
+        if any(m <= 0 for m in self.stage_lr_multipliers):
+            raise ValueError(f"stage_lr_multipliers={self.stage_lr_multipliers} must all be > 0")
 
 
 class Optimizers:
@@ -59,7 +69,8 @@ class Optimizers:
             "embeddings": adam(groups["embeddings"], config.embed_lr),
             "lm_head": adam(groups["lm_head"], config.head_lr),
             "matrices": Muon(groups["matrices"], lr=config.matrix_lr, momentum=config.muon_momentum,
-                             ns_steps=config.ns_steps),
+                             ns_steps=config.ns_steps, coefficients=config.ns_coefficients,
+                             normuon_beta2=config.normuon_beta2, weight_decay=config.muon_weight_decay),
             "scalars": adam(groups["scalars"], config.scalar_lr),
         }
         for optimizer in self.by_name.values():
@@ -69,7 +80,8 @@ class Optimizers:
     def set_schedule(self, step: int) -> None:
         """Learning rates and Muon momentum for optimizer step ``step`` (0-based)."""
         c = self.config
-        self.multiplier = lr_multiplier(step, self.num_iterations, c.cooldown_iters, c.warmup_iters)
+        self.multiplier = lr_multiplier(step, self.num_iterations, c.cooldown_iters, c.warmup_iters, c.lr_floor,
+                                        c.stage_lr_multipliers)
         for optimizer in self.by_name.values():
             for group in optimizer.param_groups:
                 group["lr"] = group["base_lr"] * self.multiplier

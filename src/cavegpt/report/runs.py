@@ -29,11 +29,6 @@ class Run:
         return self.config["train"].get("target_val_loss")
 
     @property
-    def tokens_per_step(self) -> int:
-        data, train = self.config["data"], self.config["train"]
-        return data["seq_len"] * data["batch_size"] * train["grad_accum"]
-
-    @property
     def cooldown_start(self) -> int:
         """The first step of the learning-rate cooldown."""
         return self.config["train"]["num_iterations"] - self.config["optim"]["cooldown_iters"]

@@ -14,7 +14,7 @@ from torch import Tensor
 from cavegpt.data.loader import TokenStream, find_shards, validation_stream
 from cavegpt.model.gpt import GPT
 from cavegpt.optim.optimizers import Optimizers
-from cavegpt.optim.schedules import attention_window
+from cavegpt.optim.schedules import attention_window, micro_batches, mtp_weights, tokens_before
 from cavegpt.report.environment import environment
 from cavegpt.report.mfu import FlopTerms, mean_attended_keys, measure_matmul_peak_tflops
 from cavegpt.train.checkpoint import checkpoint_name, prune_checkpoints, save_checkpoint
@@ -50,6 +50,9 @@ class TrainConfig:
     check_finite: bool = True  # stop on a NaN/inf loss or gradient (one host sync per step)
     resume: str = ""  # a run folder or checkpoint to continue from
     logger: str = "none"  # also send metrics to "tensorboard" or "wandb" (when installed)
+    # the record preset's (cavegpt.optim.schedules); empty reproduces the seed
+    batch_ramp: tuple[int, ...] = ()  # micro-batches per step in each equal stage (instead of grad_accum)
+    mtp_weights: tuple[float, ...] = ()  # loss weights of the tokens 2, 3, … ahead at the start; they fade out
 
     def validate(self) -> None:
         if self.num_iterations < 1 or self.grad_accum < 1:
@@ -64,6 +67,8 @@ class TrainConfig:
             raise ValueError("checkpoint_every and checkpoint_minutes must be >= 0, keep_checkpoints >= 1")
         if self.logger not in LOGGERS:
             raise ValueError(f"logger={self.logger!r}: choose one of {', '.join(LOGGERS)}")
+        if any(n < 1 for n in self.batch_ramp) or any(w < 0 for w in self.mtp_weights):
+            raise ValueError(f"batch_ramp={self.batch_ramp} must be >= 1 and mtp_weights={self.mtp_weights} >= 0")
 
 
 @dataclass
@@ -115,7 +120,8 @@ class Trainer:
         self.world = join_world(self.device.type)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.world.local_rank)
-        self.local_accum = local_micro_batches(config.train.grad_accum, self.world)
+        for accum in {config.train.grad_accum, *config.train.batch_ramp}:
+            local_micro_batches(accum, self.world)  # each stage's micro-batches must split over the ranks
         self.echo = echo and self.world.is_main
         self.resume_from = resume_from
         self.run_dir = Path(config.train.log_dir) / (config.train.run_id or new_run_id())
@@ -131,12 +137,21 @@ class Trainer:
                                         data_cfg.batch_size, self.device)
         self.val_stream = validation_stream(data_cfg, self.device)
         self.window = torch.tensor(train_cfg.window_start, dtype=torch.int32, device=self.device)
+        self.tokens_before = tokens_before(train_cfg.num_iterations, train_cfg.grad_accum, train_cfg.batch_ramp,
+                                          data_cfg.micro_batch_tokens)
+        self.horizon = 1 + len(train_cfg.mtp_weights)
+        # every step's weights, on the device up front: indexing them costs no host-to-device copy
+        self.loss_weights = torch.tensor([mtp_weights(s, train_cfg.num_iterations, train_cfg.mtp_weights)
+                                          for s in range(train_cfg.num_iterations)], device=self.device)
         self.window_tokens = -1
         self._flop_terms: dict[int, FlopTerms] = {}
 
-    @property
-    def tokens_per_step(self) -> int:
-        return self.config.data.micro_batch_tokens * self.config.train.grad_accum
+    def micro_batches_at(self, step: int) -> int:
+        train = self.config.train
+        return micro_batches(step, train.num_iterations, train.grad_accum, train.batch_ramp)
+
+    def step_tokens(self, step: int) -> int:
+        return self.micro_batches_at(step) * self.config.data.micro_batch_tokens
 
     def autocast(self) -> contextlib.AbstractContextManager:
         if self.on_cuda and self.config.train.bf16:
@@ -162,17 +177,21 @@ class Trainer:
         return attention_window(step, train.num_iterations, train.window_start, self.config.model.window)
 
     def train_step(self, step: int, check_groups: dict | None = None) -> Tensor:
-        """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss (on device).
+        """One optimizer step over the step's micro-batches; returns their mean next-token loss (on device).
 
         Under torchrun this rank runs micro-batches rank, rank + N, …; gradients are averaged once at the
-        end. With ``check_groups``, a non-finite loss or gradient raises before the weights change.
+        end. With multi-token prediction the gradient is that of the weighted sum of the losses of the
+        tokens 1 … K ahead. With ``check_groups``, a non-finite loss or gradient raises before the weights change.
         """
-        accum = self.config.train.grad_accum
+        accum = self.micro_batches_at(step)
+        local = local_micro_batches(accum, self.world)
         total = torch.zeros((), device=self.device)
         for inputs, targets in rank_batches(self.train_stream, accum, self.world):
             with self.autocast():
-                loss = self.forward(inputs, self.window, targets)
-            (loss / self.local_accum).backward()
+                loss = objective = self.forward(inputs, self.window, targets, horizon=self.horizon)
+                if self.horizon > 1:
+                    loss, objective = loss[0], loss @ self.loss_weights[step]
+            (objective / local).backward()
             total += loss.detach()
         average_gradients(self.model, self.world)
         total = sum_over_ranks(total, self.world) / accum
@@ -197,8 +216,8 @@ class Trainer:
         start = time.perf_counter()
         position = self.train_stream.position
         inputs, targets = self.train_stream.next_batch()
-        with self.autocast():
-            self.forward(inputs, self.window, targets).backward()
+        with self.autocast():  # the training graph: with the multi-token losses when they are on
+            self.forward(inputs, self.window, targets, horizon=self.horizon).sum().backward()
         self.optimizers.zero_grad()
         with torch.no_grad(), self.autocast():
             self.forward(inputs, self.window, targets)
@@ -257,7 +276,8 @@ class Trainer:
             log.write_config(asdict(self.config))
             log.line(f"run {self.run_dir} | device {self.device} | torch {torch.__version__} | "
                      f"{sum(p.numel() for p in self.model.parameters()):,} parameters | "
-                     f"{self.tokens_per_step:,} tokens/step")
+                     f"{self.step_tokens(0):,} tokens/step" + (
+                         f" at first, {self.tokens_before[-1]:,} in all" if self.config.train.batch_ramp else ""))
         else:
             log.drop_metrics_after(progress.step)
             log.line(f"resumed from {self.resume_from[0].name} at step {progress.step}")
@@ -334,9 +354,9 @@ class Trainer:
                      peak_tflops: float | None) -> dict:
         """One train record of metrics.jsonl; tokens/s and MFU over the steps since ``since`` (step, time)."""
         seconds = (train_time_ms - since[1]) / 1000
-        rate = (step - since[0]) * self.tokens_per_step / seconds if seconds > 0 else float("nan")
+        rate = (self.tokens_before[step] - self.tokens_before[since[0]]) / seconds if seconds > 0 else float("nan")
         lrs = {name: opt.param_groups[0]["lr"] for name, opt in self.optimizers.by_name.items()}
-        record = {"kind": "train", "step": step, "tokens": step * self.tokens_per_step, "train_loss": loss,
+        record = {"kind": "train", "step": step, "tokens": self.tokens_before[step], "train_loss": loss,
                   "lr_multiplier": self.optimizers.multiplier, "lr": lrs, "window": self.window_tokens,
                   "train_time_ms": train_time_ms, "tokens_per_second": rate,
                   "mfu": self.flop_terms(self.window_tokens).per_token * rate / (peak_tflops * 1e12 * self.world.size)
@@ -355,7 +375,7 @@ class Trainer:
         progress.validated_at = progress.step
         log.line(step_line(progress.step, train.num_iterations, progress.train_time_ms, progress.step,
                            val_loss=progress.val_loss))
-        log.metric(kind="val", step=progress.step, tokens=progress.step * self.tokens_per_step,
+        log.metric(kind="val", step=progress.step, tokens=self.tokens_before[progress.step],
                    val_loss=progress.val_loss, train_time_ms=progress.train_time_ms,
                    val_time_ms=progress.val_time_ms, wall_time_ms=progress.train_time_ms + progress.val_time_ms)
         if display is not None:
