@@ -1,7 +1,8 @@
 """Generation speed of the full-size model on the GPU: KV cache (CUDA graph, compiled or not; eager) vs
 full recomputation.
 
-Batch 1 and 8, 512 new tokens each, greedy, bf16 autocast, random weights (speed does not depend on
+Batch 1 and 8, 512 new tokens each, greedy, bf16 autocast, bf16 matrices (as ``load_model`` stores them on
+CUDA), random weights (speed does not depend on
 what the weights say) with the smear gate turned well up (0.5), so that a stale smear state between
 steps would show as a difference between paths. Every path is warmed up first with the timed shapes
 (compiling the decode step and capturing its CUDA graph happen there, once per model and shape, as
@@ -15,6 +16,7 @@ import time
 import torch
 
 from cavegpt.infer.generate import generate
+from cavegpt.infer.load import inference_weights
 from cavegpt.model.gpt import GPT, ModelConfig
 from cavegpt.model.masks import EOT_TOKEN
 
@@ -28,7 +30,7 @@ def main() -> None:
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
         model.smear_lambda.fill_(0.5)
-    model.eval()
+    model = inference_weights(model.eval())  # as load_model leaves it on CUDA: bf16 matrices
     prompts = [[EOT_TOKEN, *torch.randint(0, 50000, (20 + 7 * i,)).tolist()] for i in range(8)]
     paths = {"graph+compile": dict(compile_step=True), "cache+graph": dict(), "cache": dict(cuda_graph=False),
              "no cache": dict(use_cache=False)}

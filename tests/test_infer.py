@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 from cavegpt.infer.evaluate import evaluate
 from cavegpt.infer.generate import generate, sample_next
 from cavegpt.infer.kv_cache import KVCache
-from cavegpt.infer.load import ModelFileError, export_model, load_model
+from cavegpt.infer.load import ModelFileError, export_model, inference_weights, load_model
 from cavegpt.model.gpt import GPT, ModelConfig
 from cavegpt.model.masks import EOT_TOKEN
 from cavegpt.train.checkpoint import save_checkpoint
@@ -160,7 +160,7 @@ def test_sample_and_standalone_commands(model: GPT, tmp_path: Path) -> None:
     src = str(Path(__file__).resolve().parents[1] / "src")
     env = {**os.environ, "PYTHONPATH": src}
     result = subprocess.run([sys.executable, "-m", "cavegpt.infer.standalone", str(tmp_path / "e"), "--prompt",
-                             "Hello", "--max-new-tokens", "5", "--device", "cpu"], capture_output=True, text=True,
+                             "Hello", "--max-new-tokens", "5", "--device", "cpu", "--compile"], capture_output=True, text=True,
                             env=env)
     assert result.returncode == 0 and result.stdout.startswith("--- temperature 0.7 ---\nHello")
     code = "import sys, cavegpt.infer.standalone; print(*[m for m in sys.modules if m.startswith('cavegpt')])"
@@ -171,3 +171,16 @@ def test_sample_and_standalone_commands(model: GPT, tmp_path: Path) -> None:
                              "cavegpt.infer.standalone", "cavegpt.model", "cavegpt.model.gpt", "cavegpt.model.masks"}
     refused = cavegpt("sample", str(tmp_path / "nothing.pt"))
     assert refused.returncode == 2 and "no such checkpoint file" in refused.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: only there are the matrices stored in bf16")
+def test_bf16_inference_weights_leave_autocast_logits_unchanged(model: GPT) -> None:
+    on_gpu = GPT(CONFIG).cuda().eval()
+    on_gpu.load_state_dict(model.state_dict())
+    tokens = torch.tensor([PROMPT], device="cuda")
+    window = torch.tensor(CONFIG.window, device="cuda")
+    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+        before = on_gpu(tokens, window)
+        after = inference_weights(on_gpu)(tokens, window)
+    assert on_gpu.lm_head.weight.dtype == torch.bfloat16
+    assert torch.equal(before, after)

@@ -28,9 +28,12 @@ class KVCache:
         if max_len > config.max_seq_len:
             raise ValueError(f"{max_len} tokens exceed the model's rotary table ({config.max_seq_len})")
         self.config, self.max_len = config, max_len
-        shape = (config.n_layer, batch, config.n_head, max_len, config.head_dim)
-        self.keys = torch.zeros(shape, dtype=dtype, device=device)
-        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        # one buffer per layer, written by index assignment: a compiled step then updates the slots in
+        # place (views of one big buffer written with index_copy_ were copied whole at every step, 1.4 ms
+        # of a 3.0 ms batch-8 step on an H100)
+        shape = (batch, config.n_head, max_len, config.head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
         self.docs = torch.full((batch, max_len), -1, dtype=torch.long, device=device)
         self.valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
         self.slots = torch.arange(max_len, device=device)
@@ -93,8 +96,8 @@ class KVCache:
         """Attention for ``layer``: store this chunk's keys/values, attend over the whole cache."""
         def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
             keys, values = self.keys[layer], self.values[layer]
-            keys.index_copy_(2, self.chunk, k.to(keys.dtype))
-            values.index_copy_(2, self.chunk, v.to(values.dtype))
+            keys[:, :, self.chunk] = k.to(keys.dtype)
+            values[:, :, self.chunk] = v.to(values.dtype)
             # cuDNN's attention plans anew for every shape (≈ 5 ms of CPU a call, measured on an H100)
             with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
                 return F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=self.mask)
