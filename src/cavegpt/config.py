@@ -266,8 +266,8 @@ def config_from_dict(data: dict[str, dict[str, typing.Any]], origin: str) -> Con
         if unknown:
             raise ConfigError(f"{origin}: unknown {section} settings {', '.join(unknown)} "
                               "(written by another version of cavegpt?)")
-        types_ = typing.get_type_hints(kind)
-        sections[section] = kind(**{k: tuple(v) if typing.get_origin(types_[k]) is tuple else v for k, v in given.items()})
+        hints = typing.get_type_hints(kind)  # JSON has lists where the dataclass has tuples
+        sections[section] = kind(**{k: tuple(v) if typing.get_origin(hints[k]) is tuple else v for k, v in given.items()})
     config = Config(**sections)
     config.validate()
     return config

@@ -298,8 +298,8 @@ class GPT(nn.Module):
             previous, embedded = cache.smear_inputs(embedded)
         bigram = None
         if self.bigram_embed is not None:
-            previous_tokens = F.pad(tokens[:, :-1], (1, 0), value=-1) if cache is None else cache.previous_tokens(tokens)
-            bigram = self.bigram_embed(bigram_rows(tokens, previous_tokens, self.config.bigram_vocab))
+            prior = F.pad(tokens[:, :-1], (1, 0), value=-1) if cache is None else cache.previous_tokens(tokens)
+            bigram = self.bigram_embed(bigram_rows(tokens, prior, self.config.bigram_vocab))
         x = x0 = rms_norm(self.smear(embedded, previous))
 
         n_encoder = self.config.n_layer // 2

@@ -114,7 +114,8 @@ class Muon(torch.optim.Optimizer):
                 same_shape.setdefault(param.shape if self.batched else id(param), []).append((param, update))
             for pairs in same_shape.values():
                 params = [param for param, _ in pairs]
-                updates = newton_schulz(torch.stack([update for _, update in pairs]), group["ns_steps"], self.coefficients)
+                stacked = torch.stack([update for _, update in pairs])
+                updates = newton_schulz(stacked, group["ns_steps"], self.coefficients)
                 if self.normuon_beta2:
                     updates = self._normalize(params, updates)
                 for param, update in zip(params, updates):
