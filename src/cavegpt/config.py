@@ -132,7 +132,10 @@ def record_preset() -> Config:
 
 
 def record_24gb_preset() -> Config:
-    """``record`` in half-length micro-batches (16,384 tokens, twice as many): the same tokens per step for 24 GB cards."""
+    """``record`` in half-length micro-batches (16,384 tokens, twice as many): the same steps for 24 GB cards.
+
+    Peak 18.6 GiB on an H100 (``record``: 30.2 GiB), docs/BENCHMARKS.md.
+    """
     config = record_preset()
     config.data.seq_len = 16384
     config.train.batch_ramp = tuple(2 * n for n in config.train.batch_ramp)
