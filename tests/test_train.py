@@ -120,8 +120,8 @@ def test_seed_preset_first_losses_are_pinned() -> None:
 def test_record_options_learn_on_the_cpu(tmp_path: Path) -> None:
     """The record preset's options together (at the tiny shape) train without trouble and beat the start."""
     config = build_config("tiny", [
-        "num_iterations=40", "cooldown_iters=20", "val_every=0", "muon_momentum_warmup=10", "seq_len=256",
-        "val_tokens=2048", f"log_dir={tmp_path}", "run_id=record", "batch_ramp=1,2,3",
+        "num_iterations=30", "cooldown_iters=15", "val_every=0", "muon_momentum_warmup=8", "seq_len=128",
+        "val_tokens=1024", f"log_dir={tmp_path}", "run_id=record", "batch_ramp=1,2,3",
         "stage_lr_multipliers=1,1.52,1.73", "mtp_weights=0.5,0.25", "lr_floor=0.1", "ns_coefficients=polar_express",
         "normuon_beta2=0.95", "muon_weight_decay=1.2", "bigram_vocab=4096", "logit_softcap=15"])
     result = Trainer(config, echo=False).run()
