@@ -3,7 +3,7 @@
 For each batch and each step kind (plain graph, compiled graph) with fp32 or bf16 matrix weights:
 the GPU time of one replayed step (200 replays, no sampling, no host syncs between them), then the
 heaviest kernels of the batch-8 compiled step under the profiler. Random weights, full-size model,
-a 768-slot cache half full. Usage: PYTHONPATH=src python benchmarks/decode_profile_gpu.py
+a 768-slot cache at position 300 (the model of generation_gpu.py). Usage: PYTHONPATH=src python benchmarks/decode_profile_gpu.py
 """
 
 from __future__ import annotations
@@ -15,18 +15,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from cavegpt.infer.generate import _decoder
-from cavegpt.model.gpt import GPT, ModelConfig
+from cavegpt.model.gpt import GPT
+from generation_gpu import random_model  # this folder is on sys.path when the script runs
 
 REPLAYS = 200
-
-
-def random_model() -> GPT:
-    torch.manual_seed(0)
-    model = GPT(ModelConfig()).cuda()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    return model.eval()
 
 
 def bf16_matrices(model: GPT) -> GPT:

@@ -23,14 +23,19 @@ from cavegpt.model.masks import EOT_TOKEN
 NEW_TOKENS = 512
 
 
-def main() -> None:
+def random_model() -> GPT:
+    """The full-size model on the GPU with random weights, the smear gate turned well up (0.5)."""
     torch.manual_seed(0)
     model = GPT(ModelConfig()).cuda()
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.02)
         model.smear_lambda.fill_(0.5)
-    model = inference_weights(model.eval())  # as load_model leaves it on CUDA: bf16 matrices
+    return model.eval()
+
+
+def main() -> None:
+    model = inference_weights(random_model())  # as load_model leaves it on CUDA: bf16 matrices
     prompts = [[EOT_TOKEN, *torch.randint(0, 50000, (20 + 7 * i,)).tolist()] for i in range(8)]
     paths = {"graph+compile": dict(compile_step=True), "cache+graph": dict(), "cache": dict(cuda_graph=False),
              "no cache": dict(use_cache=False)}
