@@ -2,7 +2,7 @@
 
 For each batch and each step kind (plain graph, compiled graph) with fp32 or bf16 matrix weights:
 the GPU time of one replayed step (200 replays, no sampling, no host syncs between them), then the
-heaviest kernels of the batch-8 compiled step under the profiler. Random weights, full-size model,
+heaviest kernels of the compiled step at batch 1 and 8 under the profiler. Random weights, full-size model,
 a 768-slot cache at position 300 (the model of generation_gpu.py). Usage: PYTHONPATH=src python benchmarks/decode_profile_gpu.py
 """
 
