@@ -3,8 +3,9 @@
 Everything in the model that looks backwards is kept here: keys and values of every layer (rotary
 already applied), each row's token positions, document ids (a new document at each EOT) for the
 document mask, the sliding window (the model's final one), and the embedding and id of each row's
-latest token (the smear gate; the bigram embedding). Rows may start with left padding (batched prompts of different lengths):
-padding is invisible to every real token, takes no position, and does not smear into the next token.
+latest token (the smear gate; the bigram embedding). Rows may start with left padding (batched
+prompts of different lengths): padding is invisible to every real token, takes no position, and
+does not smear into the next token.
 
 Every buffer has a fixed size and every update is a tensor operation (no Python integers that
 change from token to token), so one decoding step can be captured in a CUDA graph and replayed.
@@ -66,6 +67,8 @@ class KVCache:
                    & (self.docs[:, None, :] == docs[:, :, None]) & self.valid[:, None, :])
         self.mask = (allowed | (k_idx == q_idx))[:, None]  # padding sees only itself: no empty rows
         self.chunk, self.chunk_valid = chunk, valid
+        self.chunk_has_valid = valid.any(-1)
+        self.chunk_last = (valid.cumsum(-1) == valid.sum(-1, keepdim=True)) & valid  # each row's last real token
         self.docs_so_far += eot.sum(-1)
         self.positions_so_far += valid.sum(-1)
         self.length += tokens.size(1)
@@ -74,11 +77,10 @@ class KVCache:
         """(embedding before the chunk, the chunk's embeddings with padding zeroed) for the smear gate."""
         embedded = embedded * self.chunk_valid[..., None]
         previous = self.last_embedding.to(embedded.dtype, copy=True)  # the buffer is overwritten below
-        has_valid = self.chunk_valid.any(-1)
-        last = (self.chunk_valid.cumsum(-1) == self.chunk_valid.sum(-1, keepdim=True)) & self.chunk_valid
-        last_embedding = (embedded * last[..., None]).sum(1, keepdim=True)  # the row's last valid token
+        last_embedding = (embedded * self.chunk_last[..., None]).sum(1, keepdim=True)
         # in place: a replayed CUDA graph reads this very buffer at the next step
-        self.last_embedding.copy_(torch.where(has_valid[:, None, None], last_embedding.float(), self.last_embedding))
+        self.last_embedding.copy_(torch.where(self.chunk_has_valid[:, None, None], last_embedding.float(),
+                                              self.last_embedding))
         return previous, embedded
 
     def previous_tokens(self, tokens: Tensor) -> Tensor:
@@ -87,9 +89,9 @@ class KVCache:
         shifted = torch.cat([self.last_token[:, None], tokens[:, :-1]], dim=1)
         shifted_valid = torch.cat([torch.ones_like(valid[:, :1]), valid[:, :-1]], dim=1)
         previous = torch.where(shifted_valid, shifted, self.last_token[:, None])  # padding is only on the left
-        last = (valid * torch.arange(1, valid.size(1) + 1, device=valid.device)).argmax(-1)  # the last valid slot
+        last_token = (tokens * self.chunk_last).sum(-1)
         # in place, like last_embedding: a replayed CUDA graph reads this buffer at the next step
-        self.last_token.copy_(torch.where(valid.any(-1), tokens.gather(1, last[:, None]).squeeze(1), self.last_token))
+        self.last_token.copy_(torch.where(self.chunk_has_valid, last_token, self.last_token))
         return previous
 
     def attention(self, layer: int) -> Attend:
