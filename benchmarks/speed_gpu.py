@@ -65,7 +65,7 @@ def pieces(data: list[str]) -> list[tuple[str, float]]:
             fused_head_loss(hidden.bfloat16(), weight.bfloat16(), targets, softcap=30.0, filter_eps=None).backward()
         out.append(("LM head + softcap + loss, fwd+bwd, cut-cross-entropy", cuda_ms(cce)))
 
-    tokens, _ = trainer.train_stream.next_batch()
+    tokens, _, _ = trainer.train_stream.next_batch()
     docs = document_ids(tokens)
     q, k, v = (torch.randn(1, config.model.n_head, T, config.model.head_dim, device="cuda", dtype=torch.bfloat16,
                            requires_grad=True) for _ in range(3))

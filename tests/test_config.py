@@ -82,7 +82,7 @@ def test_unknown_key_lists_the_valid_ones() -> None:
     ("compile=maybe", "expected true or false"),
     ("seq_len=1000", "seq_len=1000 must be a positive multiple of 128"),
     ("n_layer=7", "must be even"),
-    ("attention=cuda", "choose auto, flex or sdpa"),
+    ("attention=cuda", "choose one of auto, fa4, flex, sdpa"),
     ("adam_beta1=1.5", "adam_beta1=1.5 must lie in [0, 1)"),
     ("cooldown_iters=500", "exceed num_iterations=200"),
     ("device=tpu", "choose auto, cuda or cpu"),

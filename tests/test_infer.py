@@ -115,7 +115,7 @@ def test_export_load_same_logits_and_eval(model: GPT, tmp_path: Path, textmix: P
         torch.testing.assert_close(loaded(tokens, torch.tensor(64)), expected, atol=0, rtol=0)
     assert json.loads((folder / "config.json").read_text())["step"] == 1
     loss, bpb = evaluate(loaded, str(textmix / "textmix_val_*.bin"), 2048, 512)
-    manual = torch.stack([loaded(x, torch.tensor(64), y) for x, y in _val_batches(textmix, 4, 512)]).mean()
+    manual = torch.stack([loaded(x, torch.tensor(64), y) for x, y, _ in _val_batches(textmix, 4, 512)]).mean()
     assert loss == pytest.approx(manual.item(), rel=1e-5)
     assert 0 < bpb < loss  # a GPT-2 token is several bytes
 
@@ -168,7 +168,8 @@ def test_sample_and_standalone_commands(model: GPT, tmp_path: Path) -> None:
     # only the model, the cache, generation, loading and the tokenizer: nothing needing numpy, tqdm or the hub
     assert set(imported) == {"cavegpt", "cavegpt.data", "cavegpt.data.tokenizer", "cavegpt.infer",
                              "cavegpt.infer.generate", "cavegpt.infer.kv_cache", "cavegpt.infer.load",
-                             "cavegpt.infer.standalone", "cavegpt.model", "cavegpt.model.gpt", "cavegpt.model.masks"}
+                             "cavegpt.infer.standalone", "cavegpt.model", "cavegpt.model.attention", "cavegpt.model.gpt",
+                             "cavegpt.model.head_loss", "cavegpt.model.masks"}
     refused = cavegpt("sample", str(tmp_path / "nothing.pt"))
     assert refused.returncode == 2 and "no such checkpoint file" in refused.stderr
 

@@ -48,7 +48,8 @@ def test_stream_shifts_targets_and_loops_over_shards(tmp_path: Path) -> None:
     stream = TokenStream(find_shards(str(tmp_path / "s_*.bin"), "train"), seq_len=8, batch_size=2)
     seen = []
     for _ in range(6):
-        x, y = stream.next_batch()
+        x, y, documents = stream.next_batch()
+        assert documents is None  # asked for with documents=True only
         assert x.shape == y.shape == (2, 8)
         assert (x.flatten()[1:] == y.flatten()[:-1]).all()  # y is x shifted by one token
         seen.append(x[0, 0].item())

@@ -5,12 +5,15 @@ from __future__ import annotations
 import glob
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from cavegpt.data.shards import DataError, read_header, read_tokens
+from cavegpt.model.attention import Documents
+from cavegpt.model.masks import EOT_TOKEN
 
 
 @dataclass
@@ -46,17 +49,46 @@ def find_shards(pattern: str, what: str) -> list[Path]:
     return files
 
 
+def document_bounds(tokens: np.ndarray) -> tuple[np.ndarray, int, int]:
+    """``[B, T]`` tokens → (cu_seqlens int32 [B·T + 1], documents, longest document).
+
+    A document starts at every EOT and at every row's start (documents never cross rows: the mask
+    rule compares document ids counted per row). ``cu_seqlens`` lists the starts in the flattened
+    batch, then ``B·T``, padded with ``B·T`` to a fixed length.
+    """
+    rows, length = tokens.shape
+    starts = np.zeros(tokens.shape, dtype=bool)
+    starts[:, 0] = True
+    starts |= tokens == EOT_TOKEN
+    positions = np.flatnonzero(starts.reshape(-1))
+    count = len(positions)
+    cu_seqlens = np.full(rows * length + 1, rows * length, dtype=np.int32)
+    cu_seqlens[:count] = positions
+    longest = int(np.diff(cu_seqlens[:count + 1]).max())
+    return cu_seqlens, count, longest
+
+
+class Batch(NamedTuple):
+    inputs: Tensor  # [batch, seq_len] token ids
+    targets: Tensor  # the same, one token later
+    documents: Documents | None  # where the inputs' documents start (streams made with documents=True)
+
+
 class TokenStream:
     """Consecutive ``[batch, seq_len]`` windows of the shards, looping over the files.
 
     Each batch reads ``batch * seq_len + 1`` tokens and yields ``x = tokens[:-1]``,
     ``y = tokens[1:]``; the next batch starts where this one's inputs ended. A shard's tail too
-    short for a whole batch is skipped. ``position`` is ``(shard index, offset)``.
+    short for a whole batch is skipped. ``position`` is ``(shard index, offset)``. With
+    ``documents``, each batch also carries its documents' boundaries, computed here on the host
+    (FlashAttention-4's path, :mod:`cavegpt.model.attention`).
     """
 
-    def __init__(self, files: list[Path], seq_len: int, batch_size: int, device: torch.device | str = "cpu"):
+    def __init__(self, files: list[Path], seq_len: int, batch_size: int, device: torch.device | str = "cpu",
+                 documents: bool = False):
         self.files, self.seq_len, self.batch_size = files, seq_len, batch_size
         self.device = torch.device(device)
+        self.documents = documents
         span = seq_len * batch_size + 1
         for file in files:
             n_tokens = read_header(file)
@@ -89,21 +121,29 @@ class TokenStream:
         """Pass over the next batch without reading it (another rank's share of the step)."""
         self._advance()
 
-    def next_batch(self) -> tuple[Tensor, Tensor]:
+    def next_batch(self) -> Batch:
         span = self.seq_len * self.batch_size
         start = self._advance()
-        chunk = torch.from_numpy(self.tokens[start:start + span + 1].astype(np.int64))
-        if self.device.type == "cuda":
-            chunk = chunk.pin_memory().to(self.device, non_blocking=True)
+        host = self.tokens[start:start + span + 1]
         shape = (self.batch_size, self.seq_len)
-        return chunk[:-1].view(shape), chunk[1:].view(shape)
+        chunk = self._to_device(torch.from_numpy(host.astype(np.int64)))
+        documents = None
+        if self.documents:
+            cu_seqlens, count, longest = document_bounds(host[:-1].reshape(shape))
+            documents = Documents(self._to_device(torch.from_numpy(cu_seqlens)), torch.tensor([count, longest]))
+        return Batch(chunk[:-1].view(shape), chunk[1:].view(shape), documents)
+
+    def _to_device(self, host: Tensor) -> Tensor:
+        if self.device.type == "cuda":
+            return host.pin_memory().to(self.device, non_blocking=True)
+        return host
 
 
-def validation_stream(config: DataConfig, device: torch.device | str) -> TokenStream:
+def validation_stream(config: DataConfig, device: torch.device | str, documents: bool = False) -> TokenStream:
     """A stream at the start of the val shards, checked to hold ``val_tokens`` + 1 tokens."""
     files = find_shards(config.val_glob, "val")
     available = sum(read_header(f) for f in files)
     if available < config.val_tokens + 1:
         raise DataError(f"val shards {config.val_glob!r} hold {available} tokens; val_tokens={config.val_tokens} "
                          "needs more. Lower val_tokens or add val data.")
-    return TokenStream(files, config.seq_len, config.batch_size, device)
+    return TokenStream(files, config.seq_len, config.batch_size, device, documents)

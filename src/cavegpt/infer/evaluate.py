@@ -36,7 +36,7 @@ def evaluate(model: GPT, val_glob: str, val_tokens: int, seq_len: int) -> tuple[
     nats, tokens, n_bytes = 0.0, 0, 0
     with autocast:
         for _ in range(val_tokens // seq_len):
-            inputs, targets = stream.next_batch()
+            inputs, targets, _ = stream.next_batch()
             nats += model(inputs, window, targets).item() * targets.numel()
             tokens += targets.numel()
             n_bytes += int(byte_lengths[targets.clamp(max=GPT2_VOCAB_SIZE - 1)].sum())

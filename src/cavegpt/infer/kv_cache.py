@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from cavegpt.model.gpt import Attend, ModelConfig
+from cavegpt.model.attention import Attend
+from cavegpt.model.gpt import ModelConfig
 from cavegpt.model.masks import EOT_TOKEN
 
 
@@ -96,11 +97,13 @@ class KVCache:
 
     def attention(self, layer: int) -> Attend:
         """Attention for ``layer``: store this chunk's keys/values, attend over the whole cache."""
-        def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:  # [B, T, H, D], stored as [B, H, T, D]
             keys, values = self.keys[layer], self.values[layer]
-            keys[:, :, self.chunk] = k.to(keys.dtype)
-            values[:, :, self.chunk] = v.to(values.dtype)
+            keys[:, :, self.chunk] = k.transpose(1, 2).to(keys.dtype)
+            values[:, :, self.chunk] = v.transpose(1, 2).to(values.dtype)
             # cuDNN's attention plans anew for every shape (≈ 5 ms of CPU a call, measured on an H100)
             with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
-                return F.scaled_dot_product_attention(q, keys.to(q.dtype), values.to(q.dtype), attn_mask=self.mask)
+                out = F.scaled_dot_product_attention(q.transpose(1, 2), keys.to(q.dtype), values.to(q.dtype),
+                                                     attn_mask=self.mask)
+            return out.transpose(1, 2)
         return attend

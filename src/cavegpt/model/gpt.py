@@ -41,12 +41,13 @@ Options of the ``record`` preset (off, and absent from the parameters, in ``seed
 * A bigram hash embedding: a table of ``bigram_vocab`` rows indexed by a hash of (previous token,
   token), zero at init, added to every block's input with a learnable per-block weight starting at
   0.1 (record 2026-01-19 "BigramHashEmbedding", after Svenstrup et al. 2017, arXiv 1709.03933).
-* Multi-token prediction: ``forward(..., horizon=K)`` returns the mean losses of predicting the
-  tokens 1 … K ahead from the same logits; the trainer weighs them (record 2025-12-22).
+* Multi-token prediction: ``forward(..., loss_weights=w)`` with K weights returns the mean losses of
+  predicting the tokens 1 … K ahead from the same logits and their weighted sum (record 2025-12-22).
 
-Attention runs through FlexAttention on the GPU and through SDPA with the same mask elsewhere
-(``ModelConfig.attention``: FlexAttention has no backward on CPU); :mod:`cavegpt.model.masks`
-holds the mask.
+Attention (:mod:`cavegpt.model.attention`) runs through FlashAttention-4 where it is installed and
+supports the GPU, FlexAttention on other GPUs and SDPA with the same mask elsewhere
+(``ModelConfig.attention``); :mod:`cavegpt.model.masks` holds the mask. The LM head, soft cap and
+loss run fused (:mod:`cavegpt.model.head_loss`, ``ModelConfig.fused_head``).
 """
 
 from __future__ import annotations
@@ -59,11 +60,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.attention.flex_attention import flex_attention
 
-from cavegpt.model.masks import dense_mask, document_ids, flex_block_mask
+from cavegpt.model.attention import ATTENTION_BACKENDS, Attend, Documents, attention_for
+from cavegpt.model.head_loss import fused_head_losses
 
-Attend = Callable[[Tensor, Tensor, Tensor], Tensor]  # (q, k, v) [B, H, T, D] → [B, H, T, D]
 Rotate = Callable[[Tensor], Tensor]  # [B, T, H, D] → the same, rotated at the batch's positions
 
 
@@ -81,8 +81,9 @@ class ModelConfig:
     logit_softcap: float = 30.0
     window: int = 1792  # the final (and inference) attention window, tokens
     max_seq_len: int = 65536  # rotary table length
-    attention: str = "auto"  # "flex", "sdpa" (same mask, dense), "auto": flex on CUDA, sdpa elsewhere
+    attention: str = "auto"  # "fa4", "flex", "sdpa" (same mask, dense); "auto": see cavegpt.model.attention
     bigram_vocab: int = 0  # rows of the bigram hash embedding (0: none)
+    fused_head: bool = True  # LM head + soft cap + loss in one pass (cavegpt.model.head_loss); False: plain
 
     @property
     def head_dim(self) -> int:
@@ -100,8 +101,8 @@ class ModelConfig:
             raise ValueError(f"backout_layer={self.backout_layer} must be a layer index below n_layer={self.n_layer}")
         if self.gate_channels > self.d_model:
             raise ValueError(f"gate_channels={self.gate_channels} exceeds d_model={self.d_model}")
-        if self.attention not in ("auto", "flex", "sdpa"):
-            raise ValueError(f"attention={self.attention!r}: choose auto, flex or sdpa")
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ValueError(f"attention={self.attention!r}: choose one of {', '.join(ATTENTION_BACKENDS)}")
         if self.bigram_vocab == 1 or self.bigram_vocab < 0:
             raise ValueError(f"bigram_vocab={self.bigram_vocab}: 0 (off) or at least 2 rows")
 
@@ -189,8 +190,7 @@ class CausalSelfAttention(nn.Module):
         q, k = rotary(rms_norm(q)), rotary(rms_norm(k))
         if self.lamb is not None:
             v = (1 - self.lamb) * v + self.lamb * value_embed.view_as(v)
-        q, k, v = (t.to(dtype).transpose(1, 2) for t in (q, k, v))
-        y = attend(q, k, v).transpose(1, 2)
+        y = attend(q.to(dtype), k.to(dtype), v.to(dtype))
         gate = torch.sigmoid(self.attn_gate(x[..., :self.attn_gate.in_features]))
         y = y * gate.unsqueeze(-1)
         return self.c_proj(y.reshape(B, T, C))
@@ -226,7 +226,8 @@ class Block(nn.Module):
 def ahead_losses(logits: Tensor, targets: Tensor, horizon: int) -> Tensor:
     """Mean cross-entropy of predicting ``targets[:, t + k - 1]`` from ``logits[:, t]``, for k = 1 … horizon.
 
-    One log-sum-exp serves every k; position t counts for k while ``t + k - 1`` is inside the row.
+    The plain path (``fused_head=False``) and the reference of :mod:`cavegpt.model.head_loss`. One
+    log-sum-exp serves every k; position t counts for k while ``t + k - 1`` is inside the row.
     Every k is computed over all T positions and masked (slices of T - k + 1 positions trip an
     inductor fusion check in PyTorch 2.11: "32768 v.s. 32767").
     """
@@ -269,29 +270,22 @@ class GPT(nn.Module):
         gate = self.smear_lambda * torch.sigmoid(self.smear_gate(x[..., :self.smear_gate.in_features]))
         return x + gate * torch.cat([previous, x[:, :-1]], dim=1)
 
-    def attention_for(self, tokens: Tensor, window: Tensor) -> Attend:
-        """The masked attention every layer uses for this batch of packed documents."""
-        docs = document_ids(tokens)
-        backend = self.config.attention
-        if backend == "flex" or (backend == "auto" and tokens.is_cuda):
-            block_mask = flex_block_mask(docs, window)
-            return lambda q, k, v: flex_attention(q, k, v, block_mask=block_mask)
-        mask = dense_mask(docs, window)
-        return lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-
     def forward(self, tokens: Tensor, window: Tensor, targets: Tensor | None = None, cache=None,
-                horizon: int = 1) -> Tensor:
+                loss_weights: Tensor | None = None, documents: Documents | None = None):
         """``tokens`` [B, T] → soft-capped logits [B, T, V], or the mean loss if ``targets`` given.
 
-        With ``horizon`` K > 1 and ``targets``, a [K] tensor instead: entry k-1 is the mean loss of
-        predicting the token k ahead (``targets`` shifted by k-1), over the positions that have one.
+        With ``loss_weights`` (K weights) and ``targets``, ``(objective, losses)`` instead: ``losses[k-1]`` is
+        the mean loss of predicting the token k ahead (``targets`` shifted by k-1) over the positions that
+        have one, ``objective = loss_weights · losses`` carries the gradient.
+        ``documents`` (from the loader) selects FlashAttention-4's packed-document path; ``window`` is then
+        a CPU tensor (:mod:`cavegpt.model.attention`).
         With ``cache`` (a :class:`cavegpt.infer.kv_cache.KVCache` that has ``begin``-ed this chunk),
         ``tokens`` continue the cached sequences: keys and values are appended and attended to.
         """
         value_embeds = [table(tokens) for table in self.value_embeds]
         embedded = self.embed(tokens)
         if cache is None:
-            shared = self.attention_for(tokens, window)  # one mask for every layer
+            shared = attention_for(self.config.attention, tokens, window, documents)  # one mask for every layer
             attend_at, rotary, previous = (lambda layer: shared), self.rotary, None
         else:
             attend_at, rotary = cache.attention, functools.partial(self.rotary, positions=cache.positions)
@@ -317,12 +311,17 @@ class GPT(nn.Module):
         x = rms_norm(x - self.backout_lambda * x_backout)
 
         cap = self.config.logit_softcap
+        if targets is not None and self.config.fused_head:
+            weights = loss_weights if loss_weights is not None else torch.ones(1, device=x.device)
+            objective, losses = fused_head_losses(x, self.lm_head.weight, targets, weights, cap)
+            return objective if loss_weights is None else (objective, losses)
         logits = cap * torch.tanh(self.lm_head(x).float() / cap)
         if targets is None:
             return logits
-        if horizon == 1:
+        if loss_weights is None:
             return F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
-        return ahead_losses(logits, targets, horizon)
+        losses = ahead_losses(logits, targets, loss_weights.numel())
+        return losses @ loss_weights.to(losses.dtype), losses
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         """The seed's four optimizer groups; every parameter is in exactly one."""

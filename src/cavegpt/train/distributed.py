@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from cavegpt.data.loader import TokenStream
+from cavegpt.data.loader import Batch, TokenStream
 
 
 class WorldError(ValueError):
@@ -93,7 +93,7 @@ def sum_over_ranks(value: Tensor, world: World) -> Tensor:
     return value
 
 
-def rank_batches(stream: TokenStream, count: int, world: World) -> Iterator[tuple[Tensor, Tensor]]:
+def rank_batches(stream: TokenStream, count: int, world: World) -> Iterator[Batch]:
     """This rank's share of the next ``count`` batches of ``stream``: numbers rank, rank + N, …
 
     The others are skipped unread, so every rank's stream ends where one process's would.

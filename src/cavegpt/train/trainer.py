@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from cavegpt.data.loader import TokenStream, find_shards, validation_stream
+from cavegpt.model.attention import resolve_attention
 from cavegpt.model.gpt import GPT
 from cavegpt.optim.optimizers import Optimizers
 from cavegpt.optim.schedules import attention_window, micro_batches, mtp_weights, tokens_before
@@ -133,13 +134,19 @@ class Trainer:
         broadcast_parameters(self.model, self.world)
         self.optimizers = Optimizers(self.model.param_groups(), self.config.optim, train_cfg.num_iterations)
         self.forward = torch.compile(self.model, dynamic=False) if train_cfg.compile and self.on_cuda else self.model
+        try:
+            self.attention = resolve_attention(model_cfg.attention, self.device)
+        except ValueError as e:
+            raise DeviceError(str(e)) from None
+        fa4 = self.attention == "fa4"  # the loader then computes each batch's document bounds on the host
         self.train_stream = TokenStream(find_shards(data_cfg.train_glob, "train"), data_cfg.seq_len,
-                                        data_cfg.batch_size, self.device)
-        self.val_stream = validation_stream(data_cfg, self.device)
-        self.window = torch.tensor(train_cfg.window_start, dtype=torch.int32, device=self.device)
+                                        data_cfg.batch_size, self.device, documents=fa4)
+        self.val_stream = validation_stream(data_cfg, self.device, documents=fa4)
+        # FA4 reads the window on the host at each launch; FlexAttention's mask reads it on the device
+        self.window = torch.tensor(train_cfg.window_start, dtype=torch.int32, device="cpu" if fa4 else self.device)
         self.tokens_before = tokens_before(train_cfg.num_iterations, train_cfg.grad_accum, train_cfg.batch_ramp,
                                           data_cfg.micro_batch_tokens)
-        self.horizon = 1 + len(train_cfg.mtp_weights)
+        self.multi_token = bool(train_cfg.mtp_weights)
         # every step's weights, on the device up front: indexing them costs no host-to-device copy
         self.loss_weights = torch.tensor([mtp_weights(s, train_cfg.num_iterations, train_cfg.mtp_weights)
                                           for s in range(train_cfg.num_iterations)], device=self.device)
@@ -186,11 +193,14 @@ class Trainer:
         accum = self.micro_batches_at(step)
         local = local_micro_batches(accum, self.world)
         total = torch.zeros((), device=self.device)
-        for inputs, targets in rank_batches(self.train_stream, accum, self.world):
+        for inputs, targets, documents in rank_batches(self.train_stream, accum, self.world):
             with self.autocast():
-                loss = objective = self.forward(inputs, self.window, targets, horizon=self.horizon)
-                if self.horizon > 1:
-                    loss, objective = loss[0], loss @ self.loss_weights[step]
+                if self.multi_token:
+                    objective, losses = self.forward(inputs, self.window, targets, loss_weights=self.loss_weights[step],
+                                                     documents=documents)
+                    loss = losses[0]
+                else:
+                    loss = objective = self.forward(inputs, self.window, targets, documents=documents)
             (objective / local).backward()
             total += loss.detach()
         average_gradients(self.model, self.world)
@@ -206,21 +216,23 @@ class Trainer:
         self.val_stream.seek(0, 0)
         steps = self.config.data.val_tokens // self.config.data.micro_batch_tokens
         total = torch.zeros((), device=self.device)
-        for inputs, targets in rank_batches(self.val_stream, steps, self.world):
+        for inputs, targets, documents in rank_batches(self.val_stream, steps, self.world):
             with self.autocast():
-                total += self.forward(inputs, self.window, targets)
+                total += self.forward(inputs, self.window, targets, documents=documents)
         return (sum_over_ranks(total, self.world) / steps).item()
 
     def warmup(self) -> float:
         """Compile (or just touch) the training and validation graphs; leaves weights untouched."""
         start = time.perf_counter()
         position = self.train_stream.position
-        inputs, targets = self.train_stream.next_batch()
+        inputs, targets, documents = self.train_stream.next_batch()
+        weights = self.loss_weights[0] if self.multi_token else None
         with self.autocast():  # the training graph: with the multi-token losses when they are on
-            self.forward(inputs, self.window, targets, horizon=self.horizon).sum().backward()
+            loss = self.forward(inputs, self.window, targets, loss_weights=weights, documents=documents)
+            (loss[0] if self.multi_token else loss).backward()
         self.optimizers.zero_grad()
         with torch.no_grad(), self.autocast():
-            self.forward(inputs, self.window, targets)
+            self.forward(inputs, self.window, targets, documents=documents)
         self.train_stream.seek(*position)
         self.synchronize()
         return time.perf_counter() - start

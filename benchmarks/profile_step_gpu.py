@@ -1,0 +1,53 @@
+"""Where one optimizer step of a preset spends GPU time now: torch.profiler over 2 steps, kernels grouped by kind.
+
+Usage (device, repo root): PYTHONPATH=src python benchmarks/profile_step_gpu.py PRESET [key=value ...]
+(synthetic shards with FineWeb-like documents are written to a temp folder)
+"""
+import sys
+import tempfile
+from collections import defaultdict
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from cavegpt.config import build_config
+from cavegpt.data.synthetic import write_synthetic
+from cavegpt.train.trainer import Trainer
+
+GROUPS = (("flash", "attention (FA4)"), ("flex", "attention (Flex)"), ("softcapped_ce", "head loss kernel"),
+          ("gemm", "matmul"), ("nvjet", "matmul"), ("cutlass", "matmul"), ("sm90", "matmul"),
+          ("newton", "optimizer"), ("triton", "fused elementwise (inductor)"))
+
+
+def main() -> None:
+    folder = tempfile.mkdtemp()
+    write_synthetic(folder, train_shards=1, shard_tokens=20_000_000, val_tokens=1_048_577, progress=False)
+    config = build_config(sys.argv[1], [f"train_glob={folder}/synthetic_train_*.bin",
+                                        f"val_glob={folder}/synthetic_val_*.bin", "val_tokens=1048576", *sys.argv[2:]])
+    trainer = Trainer(config, echo=False)
+    trainer.warmup()
+    trainer.set_window(1792)
+    at = config.train.num_iterations - 1
+    for _ in range(2):
+        trainer.train_step(at)
+    trainer.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(2):
+            trainer.train_step(at)
+        trainer.synchronize()
+    kernels = [e for e in prof.key_averages() if e.device_time_total > 0]
+    total = sum(e.device_time_total for e in kernels)
+    groups = defaultdict(float)
+    for e in kernels:
+        group = next((g for key, g in GROUPS if key in e.key.lower()), "other")
+        groups[group] += e.device_time_total
+    print(f"{sys.argv[1]}: GPU time per step {total / 2 / 1000:.1f} ms, {trainer.micro_batches_at(at)} micro-batches")
+    for group, us in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  {group:<32} {us / 2 / 1000:8.1f} ms  {us / total:6.1%}")
+    print("top kernels:")
+    for e in sorted(kernels, key=lambda e: -e.device_time_total)[:25]:
+        print(f"  {e.device_time_total / 2 / 1000:8.2f} ms  {e.count // 2:5d}×  {e.key[:110]}")
+
+
+if __name__ == "__main__":
+    main()

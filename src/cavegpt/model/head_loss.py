@@ -1,0 +1,121 @@
+"""The LM head, the soft cap and the cross-entropy in one pass: float32 logits never reach memory.
+
+The plain path (``ModelConfig.fused_head=False``) writes the ``[tokens, 50304]`` logits, soft-caps
+them in float32 and lets autograd keep what the backward pass needs: on an H100 that costs 17.8 ms
+of a 75 ms seed micro-batch (docs/BENCHMARKS.md), mostly moving logits through memory. Here, for
+each chunk of ``CHUNK_TOKENS`` tokens:
+
+* ``logits = x · Wᵀ`` in the matmul dtype (bf16 under autocast);
+* one kernel reads each row twice and overwrites it with the gradient of the objective:
+  ``z = cap · tanh(logits / cap)``, ``lse = log Σ exp z``, the loss ``lse − z[target]`` of each
+  horizon k, and ``dlogits = (Σ_k a_k · softmax(z) − Σ_k a_k · onehot(target_k)) · (1 − tanh²)``;
+* ``grad_x = dlogits · W`` and ``grad_W += dlogitsᵀ · x``.
+
+The gradients are computed in the forward pass because the loss is the last operation of the
+model: the backward pass only scales them by the incoming gradient. What stays alive from forward
+to backward is ``grad_x`` and ``grad_W`` instead of the logits.
+
+Multi-token prediction (``record``): horizon k (0-based) predicts ``targets[t + k]`` from position
+t, for the positions where that is inside the row; ``a_k = weight_k / (rows · (T − k))`` makes
+the objective ``Σ_k weight_k · mean loss_k``, the same as the plain path's.
+
+Because ``|z| ≤ cap``, ``Σ exp(z − cap)`` neither overflows nor underflows in float32 (cap ≤ 30:
+each term ≥ e⁻⁶⁰), so the kernel needs no running maximum. On CUDA the row kernel is Triton
+(:mod:`cavegpt.model.head_loss_triton`); elsewhere it is the same arithmetic in PyTorch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+CHUNK_TOKENS = 8192  # rows of logits alive at a time: 0.8 GB in bf16 at GPT-2's vocabulary
+
+
+def ahead_targets(targets: Tensor, horizon: int) -> Tensor:
+    """``[B, T]`` targets → ``[B·T, horizon]``: column k holds ``targets[b, t + k]``, or -1 past the row's end."""
+    return torch.stack([F.pad(targets[:, k:], (0, k), value=-1) for k in range(horizon)], dim=-1).flatten(0, 1)
+
+
+def rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: float, with_grad: bool) -> Tensor:
+    """Per-row losses ``[n, K]`` (0 where the target is -1); with ``with_grad``, ``logits`` is overwritten
+    with the gradient of ``Σ_rows Σ_k coefs[k] · loss[row, k]`` with respect to it."""
+    if logits.is_cuda:
+        from cavegpt.model.head_loss_triton import triton_rows_loss_and_grad
+        return triton_rows_loss_and_grad(logits, ahead, coefs, softcap, with_grad)
+    squashed = torch.tanh(logits.float() / softcap)
+    z = softcap * squashed
+    lse = torch.logsumexp(z, dim=-1, keepdim=True)
+    valid = ahead >= 0
+    picked = ahead.clamp(min=0)
+    losses = (lse - z.gather(1, picked)) * valid
+    if with_grad:
+        weights = coefs * valid  # [n, K]: 0 for targets past the row's end
+        grad = torch.exp(z - lse) * weights.sum(-1, keepdim=True)
+        grad.scatter_add_(1, picked, -weights)
+        logits.copy_(grad * (1 - squashed * squashed))
+    return losses
+
+
+@torch.library.custom_op("cavegpt::softcapped_cross_entropy", mutates_args=())
+def _softcapped_cross_entropy(x: Tensor, weight: Tensor, ahead: Tensor, coefs: Tensor, softcap: float,
+                              chunk_tokens: int, with_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(losses [N, K] float32, grad_x [N, d] or empty, grad_weight [V, d] float32 or empty); see the module."""
+    w = weight.to(x.dtype)
+    losses = x.new_empty(ahead.shape, dtype=torch.float32)
+    grad_x = torch.empty_like(x) if with_grad else x.new_empty(0)
+    grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if with_grad else weight.new_empty(0)
+    for start in range(0, x.size(0), chunk_tokens):
+        rows = slice(start, start + chunk_tokens)
+        logits = x[rows] @ w.T
+        losses[rows] = rows_loss_and_grad(logits, ahead[rows], coefs, softcap, with_grad)
+        if with_grad:
+            torch.mm(logits, w, out=grad_x[rows])
+            grad_w += logits.T @ x[rows]  # the matmul dtype's rounding, as autocast's own backward has
+    return losses, grad_x, grad_w
+
+
+@_softcapped_cross_entropy.register_fake
+def _(x, weight, ahead, coefs, softcap, chunk_tokens, with_grad):
+    losses = x.new_empty(ahead.shape, dtype=torch.float32)
+    if not with_grad:
+        return losses, x.new_empty(0), weight.new_empty(0)
+    return losses, torch.empty_like(x), weight.new_empty(weight.shape, dtype=torch.float32)
+
+
+class _HeadLoss(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, ahead: Tensor, coefs: Tensor, softcap: float, chunk_tokens: int,
+                with_grad: bool) -> tuple[Tensor, Tensor]:
+        losses, grad_x, grad_w = torch.ops.cavegpt.softcapped_cross_entropy(
+            x, weight, ahead, coefs, softcap, chunk_tokens, with_grad)
+        ctx.save_for_backward(grad_x, grad_w)
+        ctx.mark_non_differentiable(losses)
+        return (losses * coefs).sum(), losses
+
+    @staticmethod
+    def backward(ctx, grad_objective: Tensor, _grad_losses: Tensor):
+        grad_x, grad_w = ctx.saved_tensors
+        return grad_x * grad_objective.to(grad_x.dtype), grad_w * grad_objective, None, None, None, None, None
+
+
+def fused_head_losses(x: Tensor, weight: Tensor, targets: Tensor, loss_weights: Tensor, softcap: float,
+                      chunk_tokens: int = CHUNK_TOKENS) -> tuple[Tensor, Tensor]:
+    """(objective, losses) of the soft-capped LM head ``weight`` [V, d] on ``x`` [B, T, d].
+
+    ``losses[k]`` is the mean cross-entropy of predicting ``targets`` shifted by k (k = 0: the next
+    token) over the positions that have such a target; ``objective = loss_weights · losses``
+    carries the gradient (``losses`` carries none). The matmuls run in the autocast dtype when
+    autocast is on, the soft cap and the softmax in float32.
+    """
+    B, T, d = x.shape
+    horizon = loss_weights.numel()
+    if torch.is_autocast_enabled(x.device.type):
+        x = x.to(torch.get_autocast_dtype(x.device.type))
+    positions = B * (T - torch.arange(horizon, dtype=torch.float32, device=x.device))  # rows that have target k
+    coefs = loss_weights.float() / positions
+    with_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    objective, losses = _HeadLoss.apply(x.reshape(B * T, d), weight, ahead_targets(targets, horizon), coefs,
+                                        softcap, chunk_tokens, with_grad)
+    return objective, losses.sum(0) / positions
