@@ -33,7 +33,7 @@ def test_train_leaves_a_report_with_every_leaderboard_field(tiny_run: TinyRun) -
     # the seed's leaderboard: hardware, time from step 0 to final val, tokens, final val loss @ step, command
     for needle in ("| Rank | Trainer | Hardware | Tokens Trained | Val Loss | Time to Target | Throughput |",
                    "| Hardware | CPU", "validation excluded |", "validation included |",
-                   f"| Val loss | {final['val_loss']:.4f} @ step 200 |", f"| Tokens trained | {final['tokens']:,} |",
+                   f"| Val loss | {final['val_loss']:.4f} @ step 200 |", f"| Tokens trained | {final['tokens']:,} ({final['tokens'] / 1e9:.3g}B) |",
                    "| Throughput | ", "| Command | `cavegpt train --preset tiny ", "| Commit | ",
                    f"| PyTorch | {torch.__version__}", "| Target val loss | none set"):
         assert needle in report, needle

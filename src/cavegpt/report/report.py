@@ -50,7 +50,7 @@ def leaderboard_fields(run: Run) -> dict[str, str]:
         "Val loss": f"{final['val_loss']:.4f} @ step {final['step']}",
         f"{clock}, validation excluded": duration(train_s),
         f"{clock}, validation included": duration(wall_s),
-        "Tokens trained": f"{tokens / 1e9:.3f}B ({tokens:,})" if tokens >= 1e7 else f"{tokens:,}",
+        "Tokens trained": f"{tokens:,} ({tokens / 1e9:.3g}B)",  # one form for every run, tiny or speedrun
         "Throughput": f"{tokens / train_s:,.0f} tokens/s" if train_s > 0 else "?",
         "Training script": f"cavegpt {env.get('cavegpt', '?')}",
         "Command": f"`{env.get('command', '?')}`",
