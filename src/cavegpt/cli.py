@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import torch
 
 from cavegpt.config import PRESET_NAMES, ConfigError, auto_preset_name, build_config
 from cavegpt.data.shards import DataError
+from cavegpt.infer.hf.export import HFExportError
+from cavegpt.infer.hub import HubError
 from cavegpt.infer.load import ModelFileError
 from cavegpt.infer.standalone import add_sampling_arguments
 from cavegpt.report.runs import RunFolderError
@@ -22,7 +25,7 @@ from cavegpt.train.loggers import LoggerUnavailable
 from cavegpt.train.trainer import DeviceError, Trainer
 
 USER_ERRORS = (ConfigError, DataError, DeviceError, CheckpointError, ModelFileError, RunFolderError,
-               LoggerUnavailable, WorldError, FileNotFoundError)
+               LoggerUnavailable, WorldError, FileNotFoundError, HFExportError, HubError)
 EXIT_USER_ERROR = 2
 EXIT_STOPPED = 3  # stopped by SIGINT/SIGTERM after saving: resumable
 EXIT_NON_FINITE = 4
@@ -183,21 +186,47 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from cavegpt.infer.evaluate import evaluate
-    from cavegpt.infer.load import load_model
+    from cavegpt.infer.load import load_model, model_source
 
-    model, meta = load_model(args.model, args.device)
+    model_path, run_dir = model_source(args.model)
+    model, meta = load_model(model_path, args.device)
+    if args.hellaswag:
+        from cavegpt.infer.hellaswag import RESULT_FILE, describe, download_hellaswag, load_items, score
+
+        items = load_items(args.hellaswag_file or download_hellaswag())[:args.limit]
+        result = score(model, items, args.batch_items)
+        print(describe(result))
+        if not args.limit:  # a partial score must not stand for the model's in its card
+            keep = (model_path if model_path.is_dir() else model_path.parent) / RESULT_FILE  # by the model or its run
+            keep.write_text(json.dumps(result, indent=2) + "\n")
+            print(f"kept in {keep} (the model card of --push-to-hub shows it)")
+        return 0
+    from cavegpt.infer.evaluate import evaluate
+
     loss, bpb = evaluate(model, args.val, args.val_tokens, args.seq_len)
     print(f"{args.model}: val_loss {loss:.4f} nats/token, {bpb:.4f} bits/byte on {args.val_tokens:,} tokens of {args.val}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from cavegpt.infer.load import export_model
+    from cavegpt.infer.load import export_model, model_source
 
-    out = export_model(args.model, args.out)
-    print(f"wrote {out}/model.safetensors and {out}/config.json; sample with: "
-          f"python -m cavegpt.infer.standalone {out}")
+    model_path, run_dir = model_source(args.model)
+    hf = (args.format or ("hf" if args.push_to_hub else "cavegpt")) == "hf"
+    if hf:
+        from cavegpt.infer.hf.export import export_hf
+
+        out = export_hf(model_path, args.out)
+        print(f"wrote {out}: transformers loads it with AutoModelForCausalLM.from_pretrained({str(out)!r}, "
+              "trust_remote_code=True)")
+    else:
+        out = export_model(model_path, args.out)
+        print(f"wrote {out}/model.safetensors and {out}/config.json; sample with: "
+              f"python -m cavegpt.infer.standalone {out}")
+    if args.push_to_hub:
+        from cavegpt.infer.hub import push_to_hub
+
+        print(f"published: {push_to_hub(out, args.push_to_hub, args.private, run_dir)}")
     return 0
 
 
@@ -347,23 +376,38 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_arguments(sample)
     sample.set_defaults(func=cmd_sample)
 
-    evaluate = commands.add_parser("eval", help="val loss and bits per byte of a checkpoint or exported model",
+    evaluate = commands.add_parser("eval", help="val loss and bits per byte, or HellaSwag, of a model",
                                    description="Mean cross-entropy (nats/token) and bits per UTF-8 byte over the "
-                                               "first --val-tokens tokens of the val shards.")
-    evaluate.add_argument("model", help="checkpoint_step*.pt or an exported folder")
+                                               "first --val-tokens tokens of the val shards; with --hellaswag, "
+                                               "HellaSwag's validation set (acc and acc_norm, completion style, "
+                                               "beside OpenAI's GPT-2 124M).")
+    evaluate.add_argument("model", help="a run folder, checkpoint_step*.pt or an exported folder")
     evaluate.add_argument("--val", default="data/fineweb10B/fineweb_val_*.bin", help="val shards (glob)")
     evaluate.add_argument("--val-tokens", type=int, default=10_485_760, help="tokens to score (default: the seed's)")
     evaluate.add_argument("--seq-len", type=int, default=32768, help="tokens per forward pass (default 32768)")
+    evaluate.add_argument("--hellaswag", action="store_true",
+                          help="score HellaSwag's 10,042 validation items (downloaded from the hub once, into "
+                               "data/hellaswag) instead of the val loss; the score is kept for the model card")
+    evaluate.add_argument("--limit", type=int, help="HellaSwag: score only the first N items (not kept)")
+    evaluate.add_argument("--hellaswag-file", help="HellaSwag: a local validation parquet or hellaswag_val.jsonl")
+    evaluate.add_argument("--batch-items", type=int, default=8, help="HellaSwag: items per forward pass (default 8)")
     evaluate.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cuda or cpu")
     evaluate.set_defaults(func=cmd_eval)
 
-    export = commands.add_parser("export", help="write model.safetensors + config.json for use elsewhere",
-                                 description="Export a checkpoint's weights (safetensors) and model config; "
-                                             "sample and eval load the folder, and so does the standalone entry "
-                                             "python -m cavegpt.infer.standalone, which needs only torch, "
-                                             "tiktoken and safetensors.")
-    export.add_argument("model", help="checkpoint_step*.pt")
+    export = commands.add_parser("export", help="write the model for use elsewhere; optionally publish it",
+                                 description="--format cavegpt (default): model.safetensors + config.json, which "
+                                             "sample, eval and the standalone entry (python -m "
+                                             "cavegpt.infer.standalone; needs only torch, tiktoken and safetensors) "
+                                             "load. --format hf: a folder Hugging Face transformers loads with "
+                                             "trust_remote_code=True and no cavegpt installed (pip install "
+                                             "\"cavegpt[hf]\"). --push-to-hub publishes the folder with a model "
+                                             "card made from the run (needs HF_TOKEN).")
+    export.add_argument("model", help="a run folder (its newest checkpoint), checkpoint_step*.pt or an exported folder")
     export.add_argument("--out", required=True, help="folder to write")
+    export.add_argument("--format", choices=("cavegpt", "hf"),
+                        help="cavegpt (default) or hf (Hugging Face transformers; the default with --push-to-hub)")
+    export.add_argument("--push-to-hub", metavar="USER/NAME", help="upload the folder to this hub model repository")
+    export.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     export.set_defaults(func=cmd_export)
 
     bench = commands.add_parser("bench", help="tokens/s, MFU and peak memory of a preset on this GPU",

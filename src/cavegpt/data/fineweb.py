@@ -53,13 +53,14 @@ def _is_complete(path: Path) -> bool:
         return False
 
 
-def _hub_error_message(error: Exception, endpoint: str) -> str:
+def hub_error_message(error: Exception, endpoint: str, repo_id: str = REPO_ID) -> str:
+    """One sentence for a failed download of a file of the dataset ``repo_id``."""
     if isinstance(error, hub_errors.OfflineModeIsEnabled) or os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0"):
-        return "HF_HUB_OFFLINE is set, so nothing can be downloaded; unset it or copy the shards in by hand."
+        return "HF_HUB_OFFLINE is set, so nothing can be downloaded; unset it or copy the files in by hand."
     if isinstance(error, (hub_errors.RepositoryNotFoundError, hub_errors.GatedRepoError)):
-        return f"{endpoint} has no dataset {REPO_ID} you can read (check HF_TOKEN and HF_ENDPOINT)."
+        return f"{endpoint} has no dataset {repo_id} you can read (check HF_TOKEN and HF_ENDPOINT)."
     if isinstance(error, hub_errors.EntryNotFoundError) and not isinstance(error, hub_errors.LocalEntryNotFoundError):
-        return f"{endpoint} has no such file in {REPO_ID}: {error}".splitlines()[0]
+        return f"{endpoint} has no such file in {repo_id}: {error}".splitlines()[0]
     return (f"Could not download from the Hugging Face hub at {endpoint} ({type(error).__name__}); check the "
             "network connection, or HF_ENDPOINT if you use a mirror.")
 
@@ -74,7 +75,7 @@ class _Fetcher:
                                                         endpoint=self.endpoint, force_download=force))
         except (hub_errors.HfHubHTTPError, hub_errors.LocalEntryNotFoundError, hub_errors.OfflineModeIsEnabled,
                 OSError) as e:
-            raise DataError(_hub_error_message(e, self.endpoint)) from None
+            raise DataError(hub_error_message(e, self.endpoint)) from None
 
     def fetch(self, name: str) -> tuple[Path, bool]:
         """Download ``name`` and check it; fetch once more if the check fails. Returns (path, refetched)."""

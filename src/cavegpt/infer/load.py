@@ -1,7 +1,8 @@
 """Loading a model for use: from a training checkpoint or an exported folder; writing the latter.
 
 An exported folder holds ``model.safetensors`` (weights only, no code can ride along),
-``config.json`` (``{"format": "cavegpt-export-v1", "model": {...}, "tokenizer": ..., ...}``).
+``config.json`` (``{"format": "cavegpt-export-v1", "model": {...}, "tokenizer": ..., ...}``); the
+folders of ``cavegpt export --format hf`` load too (the same weights, transformers' config.json).
 This module needs only torch and safetensors, so the standalone entry can use it.
 """
 
@@ -49,6 +50,22 @@ def _build(config: ModelConfig, weights: dict[str, torch.Tensor], origin: str) -
     return model
 
 
+def model_source(path: str | Path) -> tuple[Path, Path | None]:
+    """What a MODEL argument names: (the checkpoint or exported folder to load, the run folder it comes from).
+
+    A run folder stands for its newest checkpoint; a checkpoint inside a run folder brings that folder
+    along (its report, config and samples go into a model card); an exported folder has no run.
+    """
+    path = Path(path)
+    if path.is_dir() and (path / "metrics.jsonl").exists():  # a run folder (an export has no metrics)
+        from cavegpt.train.checkpoint import latest_checkpoint  # training checkpoints need the full package
+
+        return latest_checkpoint(path)[0], path
+    if path.is_file() and (path.parent / "metrics.jsonl").exists():
+        return path, path.parent
+    return path, None
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GPT, dict]:
     """(model in eval mode on ``device``, metadata) from an exported folder or a training checkpoint."""
     path = Path(path)
@@ -57,6 +74,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[GP
         if not (config_path.exists() and weights_path.exists()):
             raise ModelFileError(f"{path}: an exported model folder needs config.json and model.safetensors")
         meta = json.loads(config_path.read_text())
+        if meta.get("model_type") == "cavegpt":  # a Hugging Face export (cavegpt export --format hf)
+            meta = {"format": EXPORT_FORMAT, **meta.get("cavegpt", {}),
+                    "model": {f.name: meta[f.name] for f in dataclasses.fields(ModelConfig) if f.name in meta}}
         if meta.get("format") != EXPORT_FORMAT:
             raise ModelFileError(f"{config_path}: not a cavegpt export (format {meta.get('format')!r}, "
                                  f"expected {EXPORT_FORMAT!r})")
