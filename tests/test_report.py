@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +15,7 @@ import pytest
 import torch
 
 from cavegpt.model.masks import EOT_TOKEN, dense_mask, document_ids
-from cavegpt.report.environment import command_line
+from cavegpt.report.environment import PACKAGE_DIR, command_line
 from cavegpt.report.mfu import mean_attended_keys
 from cavegpt.report.plot import plot_runs
 from cavegpt.report.report import leaderboard_fields, write_report
@@ -34,7 +38,7 @@ def test_train_leaves_a_report_with_every_leaderboard_field(tiny_run: TinyRun) -
     for needle in ("| Rank | Trainer | Hardware | Tokens Trained | Val Loss | Time to Target | Throughput |",
                    "| Hardware | CPU", "validation excluded |", "validation included |",
                    f"| Val loss | {final['val_loss']:.4f} @ step 200 |", f"| Tokens trained | {final['tokens']:,} ({final['tokens'] / 1e9:.3g}B) |",
-                   "| Throughput | ", "| Command | `cavegpt train --preset tiny ", "| Commit | ",
+                   "| Throughput | ", "| Command | `cavegpt train --preset tiny ", "| cavegpt commit | ",
                    f"| PyTorch | {torch.__version__}", "| Target val loss | none set"):
         assert needle in report, needle
     assert final["tokens"] == 200 * 512
@@ -128,3 +132,25 @@ def test_mean_attended_keys_counts_the_mask(window: int) -> None:
     tokens[:, ::37] = EOT_TOKEN
     expected = dense_mask(document_ids(tokens), torch.tensor(window)).sum(-1).double().mean().item()
     assert mean_attended_keys(tokens.numpy(), window) == pytest.approx(expected)
+
+
+def test_the_commit_is_cavegpts_own_and_the_users_repository_is_labelled_as_theirs(tmp_path: Path) -> None:
+    """cavegpt installed into a virtual environment inside the user's git repository must not report that
+    repository's commit as its own (it did: git ran in the package's folder and found the user's repository)."""
+    project = tmp_path / "project"
+    site = project / ".venv" / "site-packages"
+    shutil.copytree(PACKAGE_DIR, site / "cavegpt", ignore=shutil.ignore_patterns("__pycache__"))
+    (project / ".gitignore").write_text(".venv/\n")
+    git = ["git", "-c", "user.name=you", "-c", "user.email=you@example.com"]
+    for command in (["init", "-q"], ["add", ".gitignore"], ["commit", "-q", "-m", "the user's project"]):
+        subprocess.run([*git, *command], cwd=project, check=True)
+    theirs = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project, capture_output=True, text=True).stdout.strip()
+    code = "from cavegpt.report.environment import source_commit, user_commit; print(source_commit()); print(user_commit())"
+    done = subprocess.run([sys.executable, "-c", code], cwd=project, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(site)})
+    ours, user = done.stdout.strip().splitlines()
+    assert ours.startswith("unknown (cavegpt ") and theirs not in ours, done.stderr
+    assert user == theirs
+    here = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE_DIR, capture_output=True, text=True).stdout
+    if (PACKAGE_DIR.parent.parent / ".git").exists():  # run from cavegpt's own checkout: its commit, no user's
+        assert here.splitlines()[1] == "None" and not here.startswith("unknown")

@@ -54,7 +54,8 @@ def leaderboard_fields(run: Run) -> dict[str, str]:
         "Throughput": f"{tokens / train_s:,.0f} tokens/s" if train_s > 0 else "?",
         "Training script": f"cavegpt {env.get('cavegpt', '?')}",
         "Command": f"`{env.get('command', '?')}`",
-        "Commit": env.get("commit", "?"),
+        "cavegpt commit": env.get("commit", "?"),
+        **({"Your repository's commit": env["user_commit"]} if env.get("user_commit") else {}),
         "PyTorch": env.get("torch", "?") + (f" (CUDA {env['cuda']})" if env.get("cuda") else ""),
         "Started": env.get("started_at", "?"),
     })
