@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ import torch
 import torch.multiprocessing as mp
 
 from cavegpt.config import build_config
-from cavegpt.train.distributed import World, WorldError, local_micro_batches
+from cavegpt.train.distributed import (PeerTimeout, World, WorldError, join_world, leave_world, local_micro_batches,
+                                      sum_over_ranks)
 from cavegpt.train.trainer import Trainer
 from tests.conftest import TEXTMIX, cavegpt, textmix_overrides
 
@@ -115,3 +117,26 @@ def test_process_count_must_divide_the_micro_batches() -> None:
     assert local_micro_batches(16, World(0, 8, 0)) == 2
     with pytest.raises(WorldError, match="grad_accum=16 micro-batches per step cannot be split over 3"):
         local_micro_batches(16, World(0, 3, 0))
+
+
+def _wait_for_an_absent_peer(rank: int, port: int, folder: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    world = join_world("cpu", timeout_minutes=0.05)  # 3 s
+    if rank == 0:
+        started = time.perf_counter()
+        try:
+            sum_over_ranks(torch.ones(()), world)
+        except PeerTimeout as e:
+            (Path(folder) / "message.txt").write_text(f"{time.perf_counter() - started:.1f}\n{e}")
+    else:
+        time.sleep(8)  # alive, but never joins: as a hung rank would
+    leave_world(world)
+
+
+def test_a_rank_whose_peer_never_comes_stops_with_one_sentence(tmp_path: Path) -> None:
+    mp.spawn(_wait_for_an_absent_peer, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    waited, message = (tmp_path / "message.txt").read_text().split("\n", 1)
+    assert 2.5 < float(waited) < 30
+    assert message == ("rank 0 of 2 waited 0.05 min for the other processes to join a sum over the ranks and gave up: "
+                       "one of them crashed, hung or was stopped (the limit is train.collective_timeout_minutes)")

@@ -19,13 +19,13 @@ from cavegpt.infer.load import ModelFileError
 from cavegpt.infer.standalone import add_sampling_arguments
 from cavegpt.report.runs import RunFolderError
 from cavegpt.train.checkpoint import CheckpointError
-from cavegpt.train.distributed import WorldError
+from cavegpt.train.distributed import PeerTimeout, WorldError
 from cavegpt.train.guards import NonFiniteError
 from cavegpt.train.loggers import LoggerUnavailable
 from cavegpt.train.trainer import DeviceError, Trainer
 
 USER_ERRORS = (ConfigError, DataError, DeviceError, CheckpointError, ModelFileError, RunFolderError,
-               LoggerUnavailable, WorldError, FileNotFoundError, HFExportError, HubError)
+               LoggerUnavailable, WorldError, FileNotFoundError, HFExportError, HubError, PeerTimeout)
 EXIT_USER_ERROR = 2
 EXIT_STOPPED = 3  # stopped by SIGINT/SIGTERM after saving: resumable
 EXIT_NON_FINITE = 4

@@ -6,13 +6,19 @@ per step and the data order are those of one process. Gradients are averaged onc
 accumulation, so every rank runs the same optimizer update on the same gradients and ends each step
 with the same weights. NCCL on GPUs, gloo on CPUs. Without torchrun this is a world of one and
 every call here is free.
+
+A rank whose peers do not reach a collective within ``train.collective_timeout_minutes`` stops:
+with gloo the collective raises here and becomes :class:`PeerTimeout`, one sentence; with NCCL,
+PyTorch's watchdog ends the process after the same time and names the collective.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -25,11 +31,19 @@ class WorldError(ValueError):
     """A run that cannot be split over this many processes as configured."""
 
 
+class PeerTimeout(RuntimeError):
+    """The other processes of the run did not reach a collective in time."""
+
+
+Result = TypeVar("Result")
+
+
 @dataclass(frozen=True)
 class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    timeout_minutes: float = 0.0  # how long a collective waits for the other ranks
 
     @property
     def is_main(self) -> bool:
@@ -41,17 +55,30 @@ class World:
         return self.size > 1
 
 
-def join_world(device_type: str) -> World:
+def join_world(device_type: str, timeout_minutes: float = 20.0) -> World:
     """Join the process group torchrun describes (no-op without torchrun); pins this rank's GPU."""
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size == 1:
         return World()
-    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
+    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")), timeout_minutes)
     if not dist.is_initialized():
         if device_type == "cuda":
             torch.cuda.set_device(world.local_rank)
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device_type == "cuda" else "gloo",
+                                timeout=timedelta(minutes=timeout_minutes))
     return world
+
+
+def together(world: World, what: str, collective: Callable[[], Result]) -> Result:
+    """Run ``collective``; peers that do not come within the timeout end this rank with one sentence."""
+    try:
+        return collective()
+    except RuntimeError as e:
+        if not (isinstance(e, dist.DistBackendError) or "timed out" in str(e).lower()):
+            raise
+        raise PeerTimeout(f"rank {world.rank} of {world.size} waited {world.timeout_minutes:g} min for the other "
+                          f"processes to join {what} and gave up: one of them crashed, hung or was stopped "
+                          "(the limit is train.collective_timeout_minutes)") from None
 
 
 def leave_world(world: World) -> None:
@@ -78,7 +105,7 @@ def average_gradients(model: nn.Module, world: World) -> None:
         by_dtype.setdefault(grad.dtype, []).append(grad)
     for same in by_dtype.values():
         flat = torch.cat([g.reshape(-1) for g in same])
-        dist.all_reduce(flat)
+        together(world, "the gradient average", lambda: dist.all_reduce(flat))
         flat /= world.size
         offset = 0
         for grad in same:
@@ -89,7 +116,7 @@ def average_gradients(model: nn.Module, world: World) -> None:
 def sum_over_ranks(value: Tensor, world: World) -> Tensor:
     if world.distributed:
         value = value.clone()
-        dist.all_reduce(value)
+        together(world, "a sum over the ranks", lambda: dist.all_reduce(value))
     return value
 
 
@@ -110,7 +137,7 @@ def any_rank(flags: list[bool], device: torch.device, world: World) -> list[bool
     if not world.distributed:
         return flags
     tensor = torch.tensor([float(f) for f in flags], device=device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    together(world, "the stop/save decision", lambda: dist.all_reduce(tensor, op=dist.ReduceOp.MAX))
     return [bool(v) for v in tensor.tolist()]
 
 
@@ -118,4 +145,4 @@ def broadcast_parameters(model: nn.Module, world: World) -> None:
     """Start every rank from rank 0's weights (same seed already gives them; this makes it certain)."""
     if world.distributed:
         for tensor in [*model.parameters(), *model.buffers()]:
-            dist.broadcast(tensor.data, src=0)
+            together(world, "the start (rank 0's weights)", lambda: dist.broadcast(tensor.data, src=0))

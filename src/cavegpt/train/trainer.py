@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from cavegpt.optim.schedules import attention_window, micro_batches, mtp_weights
 from cavegpt.report.environment import environment
 from cavegpt.report.mfu import FlopTerms, mean_attended_keys, measure_matmul_peak_tflops
 from cavegpt.train.checkpoint import checkpoint_name, prune_checkpoints, save_checkpoint
+from cavegpt.train.compile_workers import RELEASE_TIMEOUT_S, release_compile_workers
 from cavegpt.train.display import LiveDisplay
 from cavegpt.train.distributed import (
     any_rank, average_gradients, broadcast_parameters, join_world, leave_world, local_micro_batches, rank_batches,
@@ -51,6 +53,7 @@ class TrainConfig:
     check_finite: bool = True  # stop on a NaN/inf loss or gradient (one host sync per step)
     resume: str = ""  # a run folder or checkpoint to continue from
     logger: str = "none"  # also send metrics to "tensorboard" or "wandb" (when installed)
+    collective_timeout_minutes: float = 20.0  # torchrun: a rank whose peers stay away this long stops (compile included)
     # the record preset's (cavegpt.optim.schedules); empty reproduces the seed
     batch_ramp: tuple[int, ...] = ()  # micro-batches per step in each equal stage (instead of grad_accum)
     mtp_weights: tuple[float, ...] = ()  # loss weights of the tokens 2, 3, … ahead at the start; they fade out
@@ -66,6 +69,8 @@ class TrainConfig:
             raise ValueError(f"window_start={self.window_start} must be >= 1")
         if self.checkpoint_every < 0 or self.checkpoint_minutes < 0 or self.keep_checkpoints < 1:
             raise ValueError("checkpoint_every and checkpoint_minutes must be >= 0, keep_checkpoints >= 1")
+        if self.collective_timeout_minutes <= 0:
+            raise ValueError(f"collective_timeout_minutes={self.collective_timeout_minutes} must be > 0")
         if self.logger not in LOGGERS:
             raise ValueError(f"logger={self.logger!r}: choose one of {', '.join(LOGGERS)}")
         if any(n < 1 for n in self.batch_ramp) or any(w < 0 for w in self.mtp_weights):
@@ -118,7 +123,7 @@ class Trainer:
         """``resume_from``: (checkpoint path, its loaded state), checked against ``config`` by the caller."""
         self.config = config
         self.device = resolve_device(config.train.device)
-        self.world = join_world(self.device.type)
+        self.world = join_world(self.device.type, config.train.collective_timeout_minutes)
         if self.device.type == "cuda":
             self.device = torch.device("cuda", self.world.local_rank)
         for accum in {config.train.grad_accum, *config.train.batch_ramp}:
@@ -235,11 +240,19 @@ class Trainer:
             self.forward(inputs, self.window, targets, documents=documents)
         self.train_stream.seek(*position)
         self.synchronize()
-        return time.perf_counter() - start
+        seconds = time.perf_counter() - start
+        self._release_compile_workers()  # every graph is built; their processes would only hold memory and the exit
+        return seconds
+
+    def _release_compile_workers(self) -> None:
+        if not release_compile_workers():
+            warnings.warn(f"torch.compile's worker processes did not stop within {RELEASE_TIMEOUT_S:.0f} s; "
+                          "they were killed", stacklevel=2)
 
     def close(self) -> None:
-        """Leave the process group (under torchrun); the trainer is done."""
+        """Leave the process group (under torchrun) and stop any compile workers; the trainer is done."""
         leave_world(self.world)
+        self._release_compile_workers()
 
     def synchronize(self) -> None:
         if self.on_cuda:
