@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cavegpt.model.attention import ATTENTION_BACKENDS, Attend, Documents, attention_for
-from cavegpt.model.head_loss import fused_head_losses
+from cavegpt.model.head_loss import ahead_targets, fused_head_losses
 
 Rotate = Callable[[Tensor], Tensor]  # [B, T, H, D] → the same, rotated at the batch's positions
 
@@ -232,11 +232,10 @@ def ahead_losses(logits: Tensor, targets: Tensor, horizon: int) -> Tensor:
     inductor fusion check in PyTorch 2.11: "32768 v.s. 32767").
     """
     B, T, _ = logits.shape
-    ahead = torch.stack([F.pad(targets[:, k:], (0, k)) for k in range(horizon)], dim=-1)  # [B, T, K]
-    nll = torch.logsumexp(logits, dim=-1, keepdim=True) - logits.gather(-1, ahead)
+    ahead = ahead_targets(targets, horizon).view(B, T, horizon)  # -1 where t + k - 1 is past the row's end
+    nll = torch.logsumexp(logits, dim=-1, keepdim=True) - logits.gather(-1, ahead.clamp(min=0))
     offsets = torch.arange(horizon, device=logits.device)
-    inside = torch.arange(T, device=logits.device)[:, None] < T - offsets  # [T, K]
-    return (nll * inside).sum(dim=(0, 1)) / (B * (T - offsets))
+    return (nll * (ahead >= 0)).sum(dim=(0, 1)) / (B * (T - offsets))
 
 
 class GPT(nn.Module):
