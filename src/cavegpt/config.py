@@ -108,7 +108,8 @@ def record_preset() -> Config:
     Polar Express coefficients (2025-09-29); NorMuon (2025-10-24); cautious weight decay on the Muon
     matrices (2025-11-10); multi-token prediction [1, 0.5, 0.25] fading to [1] (2025-12-22); a
     bigram hash embedding of 5 × 50,304 rows (2026-01-19); logits soft-capped at 15 instead of 30
-    (2025-01-04; the records' later ``30·σ(z/7.5)`` is this plus a constant, so the same softmax).
+    (2025-01-04; the records' later ``30·σ(z/7.5)`` is this plus a constant, so the same softmax); the
+    LM head's forward matmul in FP8 on sm_89+ (records since 2024-12).
 
     Expectation on FineWeb (published, 8×H100, with more changes than these): 2026-01-19 reached
     3.277 after 1600 steps ≈ 0.42B tokens; 2025-11-29, with the same batch ramp, 3.278 after 2160
@@ -118,6 +119,7 @@ def record_preset() -> Config:
     config = seed_preset()
     config.model.bigram_vocab = 5 * 50304
     config.model.logit_softcap = 15.0
+    config.model.fp8_head = True
     config.train.num_iterations = 1920
     config.train.batch_ramp = (4, 8, 12)
     config.train.mtp_weights = (0.5, 0.25)

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from cavegpt.data.loader import TokenStream, find_shards, validation_stream
 from cavegpt.model.attention import resolve_attention
+from cavegpt.model.head_loss import fp8_unavailable
 from cavegpt.model.gpt import GPT
 from cavegpt.optim.optimizers import Optimizers
 from cavegpt.optim.schedules import attention_window, micro_batches, mtp_weights, tokens_before
@@ -143,6 +144,11 @@ class Trainer:
             self.attention = resolve_attention(model_cfg.attention, self.device)
         except ValueError as e:
             raise DeviceError(str(e)) from None
+        head = "bf16"
+        if model_cfg.fp8_head:
+            reason = fp8_unavailable(self.device)
+            head = "fp8" if reason is None else f"bf16 ({reason})"
+        self.kernels = f"attention {self.attention}, LM head {head}"  # what runs, for logs and bench
         fa4 = self.attention == "fa4"  # the loader then computes each batch's document bounds on the host
         self.train_stream = TokenStream(find_shards(data_cfg.train_glob, "train"), data_cfg.seq_len,
                                         data_cfg.batch_size, self.device, documents=fa4)
@@ -302,7 +308,8 @@ class Trainer:
             log.line(f"run {self.run_dir} | device {self.device} | torch {torch.__version__} | "
                      f"{sum(p.numel() for p in self.model.parameters()):,} parameters | "
                      f"{self.step_tokens(0):,} tokens/step" + (
-                         f" at first, {self.tokens_before[-1]:,} in all" if self.config.train.batch_ramp else ""))
+                         f" at first, {self.tokens_before[-1]:,} in all" if self.config.train.batch_ramp else "")
+                     + f" | {self.kernels}")
         else:
             log.drop_metrics_after(progress.step)
             log.line(f"resumed from {self.resume_from[0].name} at step {progress.step}")
@@ -311,7 +318,7 @@ class Trainer:
         peak_tflops = measure_matmul_peak_tflops() if self.on_cuda and self.world.is_main else None
         if self.world.is_main:
             log.write_environment({**environment(self.device), "matmul_peak_tflops": peak_tflops,
-                                   "processes": self.world.size})
+                                   "processes": self.world.size, "kernels": self.kernels})
 
         groups = self.model.param_groups()
         start = progress.step
