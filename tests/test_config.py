@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 import pytest
 
-from cavegpt.config import PRESETS, Config, ConfigError, build_config, config_from_dict, differences
+from cavegpt.config import PRESETS, Config, ConfigError, auto_preset_name, build_config, config_from_dict, differences
 from cavegpt.optim.schedules import tokens_before
 
 
@@ -40,10 +41,9 @@ def test_record_presets_share_every_step_and_differ_from_seed_only_in_record_opt
     seed = build_config("seed", [])
     changed = {f"{section}.{key}" for section in Config.SECTIONS
                for key, value in vars(getattr(record, section)).items() if getattr(getattr(seed, section), key) != value}
-    assert changed == {"model.bigram_vocab", "model.logit_softcap", "model.fp8_head", "train.num_iterations",
-                       "train.batch_ramp", "train.mtp_weights", "optim.stage_lr_multipliers", "optim.cooldown_iters",
-                       "optim.lr_floor", "optim.matrix_lr", "optim.ns_coefficients", "optim.normuon_beta2",
-                       "optim.muon_weight_decay"}
+    assert changed == {"model.bigram_vocab", "model.logit_softcap", "train.num_iterations", "train.batch_ramp",
+                       "train.mtp_weights", "optim.stage_lr_multipliers", "optim.cooldown_iters", "optim.lr_floor",
+                       "optim.matrix_lr", "optim.ns_coefficients", "optim.normuon_beta2", "optim.muon_weight_decay"}
 
 
 def test_batch_ramp_and_stage_rates_must_name_the_same_stages() -> None:
@@ -99,5 +99,49 @@ def test_bad_values_are_refused_with_a_message(override: str, needle: str) -> No
 
 
 def test_unknown_preset() -> None:
-    with pytest.raises(ConfigError, match="choose one of: seed, h100, 4090, 3090, 8xh100, record, record-24gb, tiny, auto"):
+    with pytest.raises(ConfigError, match="choose one of: seed, h100, 4090, 3090, 8xh100, record, record-24gb, 16gb, "
+                                          "record-16gb, 12gb, tiny, auto"):
         build_config("a100", [])
+
+
+class FakeCard(NamedTuple):
+    name: str
+    total_memory: int  # bytes, as torch.cuda.get_device_properties reports them
+    major: int
+    minor: int
+
+
+@pytest.mark.parametrize("card, preset", [
+    (FakeCard("NVIDIA H100 80GB HBM3", 85_520_809_984, 9, 0), "h100"),
+    (FakeCard("NVIDIA H200", 150_754_820_096, 9, 0), "h100"),
+    (FakeCard("NVIDIA RTX 6000 Ada Generation", 51_010_207_744, 8, 9), "4090"),
+    (FakeCard("NVIDIA RTX A6000", 51_050_250_240, 8, 6), "3090"),
+    (FakeCard("NVIDIA GeForce RTX 4090", 25_386_352_640, 8, 9), "4090"),
+    (FakeCard("NVIDIA GeForce RTX 3090", 25_438_126_080, 8, 6), "3090"),
+    (FakeCard("NVIDIA GeForce RTX 4080", 16_852_254_720, 8, 9), "16gb"),
+    (FakeCard("NVIDIA GeForce RTX 5070 Ti", 16_605_511_680, 12, 0), "16gb"),
+    (FakeCard("NVIDIA GeForce RTX 3060", 12_622_168_064, 8, 6), "12gb"),
+])
+def test_auto_picks_the_largest_layout_that_fits_the_card(card: FakeCard, preset: str) -> None:
+    name, why = auto_preset_name(card)
+    assert name == preset
+    assert card.name in why and f"'{preset}'" in why and f"sm_{card.major}{card.minor}" in why
+    config = build_config(name, [])
+    assert config.data.micro_batch_tokens * config.train.grad_accum == 524288  # the seed's step, whatever the card
+    assert config.train.batch_ramp == ()  # the seed's recipe, not record's
+
+
+def test_auto_refuses_an_8gb_card_with_the_reason() -> None:
+    with pytest.raises(ConfigError, match=r"RTX 4060 has 7\.6 GiB; the smallest speedrun preset \('12gb'\)"):
+        auto_preset_name(FakeCard("NVIDIA GeForce RTX 4060", 8_188_002_304, 8, 9))
+
+
+@pytest.mark.parametrize("small, large", [("16gb", "seed"), ("12gb", "seed"), ("record-16gb", "record"),
+                                          ("record-24gb", "record")])
+def test_memory_presets_change_only_the_layout(small: str, large: str) -> None:
+    a, b = build_config(small, []), build_config(large, [])
+    steps = b.train.num_iterations
+    assert tokens_before(steps, a.train.grad_accum, a.train.batch_ramp, a.data.micro_batch_tokens) == \
+        tokens_before(steps, b.train.grad_accum, b.train.batch_ramp, b.data.micro_batch_tokens)
+    a.data.seq_len, a.train.grad_accum, a.train.batch_ramp = b.data.seq_len, b.train.grad_accum, b.train.batch_ramp
+    assert a == b

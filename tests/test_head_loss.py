@@ -11,8 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from cavegpt.model.gpt import GPT, ModelConfig
-from cavegpt.model import head_loss
-from cavegpt.model.head_loss import E4M3, ahead_targets, fused_head_losses, rows_loss_and_grad
+from cavegpt.model.head_loss import ahead_targets, fused_head_losses, rows_loss_and_grad
 
 SMALL = dict(n_layer=6, n_head=2, d_model=32, backout_layer=4, vocab_size=64, max_seq_len=256, attention="sdpa")
 
@@ -84,63 +83,6 @@ def test_fused_and_plain_models_agree_on_loss_and_every_gradient() -> None:
         plain(tokens[:, :-1], window, tokens[:, 1:]).item(), rel=1e-6)
 
 
-def e4m3_rounded(t: torch.Tensor) -> torch.Tensor:
-    """``t`` as the FP8 head sees it, in float64: scaled so its amax is e4m3's largest value, rounded, scaled back."""
-    scale = t.abs().max().double() / torch.finfo(E4M3).max
-    return (t.double() / scale).to(E4M3).double() * scale
-
-
-def test_fp8_head_is_the_float64_head_on_e4m3_rounded_inputs() -> None:
-    """The forward matmul sees e4m3-rounded x and W (each scaled by its own amax); the gradients are the
-    exact ones of those logits, carried back through the unrounded x and W (as autograd of the bf16
-    matmuls would). 45 rows in chunks of 20 also pad the last chunk's rows to a multiple of 16."""
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(3, 15, 32, generator=generator, requires_grad=True)
-    weight = (torch.randn(64, 32, generator=generator) * 2).requires_grad_()
-    targets = torch.randint(0, 64, (3, 15), generator=generator)
-    weights = torch.tensor([1.0, 0.5])
-    objective, losses = fused_head_losses(x, weight, targets, weights, softcap=15.0, chunk_tokens=20, fp8=True)
-    objective.backward()
-
-    x64, w64 = x.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
-    exact = x64 @ w64.T
-    rounded = e4m3_rounded(x.detach()) @ e4m3_rounded(weight.detach()).T
-    z = 15.0 * torch.tanh((exact + (rounded - exact).detach()) / 15.0)  # rounded values, exact gradients
-    log_probs = z.log_softmax(-1)
-    ref_losses = torch.stack([-log_probs[:, :15 - k].gather(-1, targets[:, k:, None]).mean() for k in range(2)])
-    (ref_losses @ weights.double()).backward()
-    torch.testing.assert_close(losses.double(), ref_losses, rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-7)
-    torch.testing.assert_close(weight.grad.double(), w64.grad, rtol=1e-4, atol=1e-7)
-    plain = torch.stack([-(15.0 * torch.tanh(exact.detach() / 15.0)).log_softmax(-1)[:, :15 - k]
-                         .gather(-1, targets[:, k:, None]).mean() for k in range(2)])
-    assert (losses.double() - plain).abs().max() > 1e-4  # the rounding is there, and it is small
-    assert (losses.double() - plain).abs().max() < 0.05 * plain.max()
-
-
-def test_fp8_head_falls_back_to_the_plain_matmul_where_the_gpu_has_no_fp8(monkeypatch) -> None:
-    torch.manual_seed(0)
-    x, weight = torch.randn(2, 16, 32, requires_grad=True), torch.randn(64, 32, requires_grad=True)
-    targets = torch.randint(0, 64, (2, 16))
-
-    def run(fp8: bool) -> tuple[torch.Tensor, ...]:
-        x.grad = weight.grad = None
-        objective, losses = fused_head_losses(x, weight, targets, torch.ones(1), 30.0, fp8=fp8)
-        objective.backward()
-        return losses, x.grad.clone(), weight.grad.clone()
-
-    plain, fp8 = run(False), run(True)
-    assert not torch.equal(plain[0], fp8[0])
-    monkeypatch.setattr(head_loss, "fp8_unavailable", lambda device: "NVIDIA GeForce RTX 3090 (sm_86) has no FP8")
-    for expected, got in zip(plain, run(True)):
-        assert torch.equal(expected, got)
-
-
-def test_fp8_head_needs_the_fused_head() -> None:
-    with pytest.raises(ValueError, match="fp8_head=true needs fused_head=true"):
-        ModelConfig(**SMALL, fused_head=False, fp8_head=True).validate()
-
-
 INTERPRETER_CHECK = """
 import torch
 from cavegpt.model.head_loss import ahead_targets, rows_loss_and_grad
@@ -190,25 +132,3 @@ def test_fused_head_on_the_gpu_matches_the_plain_path_under_autocast() -> None:
     torch.testing.assert_close(losses, plain_losses, rtol=1e-4, atol=1e-4)
     for fused_grad, plain_grad in zip(fused_grads, (x.grad, weight.grad)):
         assert ((fused_grad - plain_grad).norm() / plain_grad.norm()).item() < 1e-2  # bf16 matmuls
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: FP8 matmuls on sm_89+")
-def test_fp8_head_on_the_gpu_stays_near_the_bf16_head() -> None:
-    if head_loss.fp8_unavailable(torch.device("cuda")):
-        pytest.skip(head_loss.fp8_unavailable(torch.device("cuda")))
-    torch.manual_seed(0)
-    x = torch.randn(2, 1024, 768, device="cuda", requires_grad=True)
-    weight = (torch.randn(50304, 768, device="cuda") * 0.05).requires_grad_()
-    targets = torch.randint(0, 50257, (2, 1024), device="cuda")
-    weights = torch.tensor([1.0, 0.5, 0.25], device="cuda")
-    results = []
-    for fp8 in (False, True):
-        x.grad = weight.grad = None
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            objective, losses = fused_head_losses(x, weight, targets, weights, 15.0, chunk_tokens=1000, fp8=fp8)
-        objective.backward()
-        results.append((losses, x.grad.clone(), weight.grad.clone()))
-    (bf16_losses, *bf16_grads), (fp8_losses, *fp8_grads) = results
-    assert (fp8_losses - bf16_losses).abs().max().item() < 0.02
-    for fp8_grad, bf16_grad in zip(fp8_grads, bf16_grads):
-        assert ((fp8_grad - bf16_grad).norm() / bf16_grad.norm()).item() < 0.1

@@ -154,3 +154,11 @@ def test_the_commit_is_cavegpts_own_and_the_users_repository_is_labelled_as_thei
     here = subprocess.run([sys.executable, "-c", code], cwd=PACKAGE_DIR, capture_output=True, text=True).stdout
     if (PACKAGE_DIR.parent.parent / ".git").exists():  # run from cavegpt's own checkout: its commit, no user's
         assert here.splitlines()[1] == "None" and not here.startswith("unknown")
+
+
+def test_notes_get_a_section_of_their_own(tiny_run: TinyRun, tmp_path: Path) -> None:
+    folder = Path(shutil.copytree(tiny_run.folder, tmp_path / "run"))
+    report, _, _ = write_report(folder, notes=["A faster recipe exists: --preset record."])
+    text = report.read_text()
+    assert text.endswith("## Notes\n\n- A faster recipe exists: --preset record.\n")
+    assert "## Notes" not in write_report(folder)[0].read_text()

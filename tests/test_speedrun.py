@@ -49,6 +49,10 @@ def test_speedrun_downloads_missing_fineweb_then_plans_the_real_run(tmp_path: Pa
                       has_gpu=True)
     assert chosen.demo_reason is None
     assert chosen.config.train.target_val_loss == 3.28 and chosen.config.model.d_model == 768
+    # the recipes' planned tokens, not this 10-step run's: 1920 × 262,144 on average against 1750 × 524,288
+    assert chosen.recipe_note.startswith("A faster recipe exists: --preset record")
+    assert "`record` plans 0.50B tokens against the seed recipe's 0.92B (45% fewer)" in chosen.recipe_note
+    assert "is a projection" in chosen.recipe_note
     for name, content in files.items():  # 10 steps of 524,288 tokens need one train shard and the val shard
         assert (tmp_path / "data" / "fineweb10B" / name).read_bytes() == content
 
@@ -61,3 +65,11 @@ def test_speedrun_falls_back_to_the_demo_when_fineweb_cannot_be_had(tmp_path: Pa
         chosen = plan("seed", [], say=lambda _: None, has_gpu=True)
     assert chosen.demo_reason.startswith("FineWeb could not be downloaded (")
     assert "Running the DEMO" in chosen.demo_reason and chosen.config.model.d_model == 64
+
+
+def test_a_record_speedrun_is_told_its_time_is_a_projection(tmp_path: Path) -> None:
+    for name in ("fineweb_train_000001.bin", "fineweb_val_000000.bin"):
+        (tmp_path / name).touch()
+    globs = [f"train_glob={tmp_path}/fineweb_train_*.bin", f"val_glob={tmp_path}/fineweb_val_*.bin"]
+    chosen = plan("record-24gb", globs, say=lambda _: None, has_gpu=True)
+    assert chosen.recipe_note.startswith("This is the `record` recipe.") and "is a projection" in chosen.recipe_note

@@ -74,18 +74,39 @@ def seed_preset() -> Config:
 
 
 def h100_preset() -> Config:
-    """Same learning recipe, batched for an 80 GB card."""
-    return seed_preset()
+    """The seed's recipe in 8 × 65,536-token micro-batches for 80 GB cards: peak 33.5 GiB.
+
+    2.9 % more tokens/s than the seed's 16 × 32,768 on an H100 with FA4, and the same val loss after
+    300 steps on textmix (2.1538 vs 2.1554), both in one device call (docs/BENCHMARKS.md, 2026-11-26).
+    """
+    return seed_layout(65536)
+
+
+def seed_layout(seq_len: int) -> Config:
+    """The seed's recipe in micro-batches of ``seq_len`` tokens: as many as make its 524,288 tokens per step."""
+    config = seed_preset()
+    config.train.grad_accum = config.train.grad_accum * config.data.seq_len // seq_len
+    config.data.seq_len = seq_len
+    return config
 
 
 def consumer_24gb_preset() -> Config:
-    """The fastest layout measured under a 22 GiB cap: the seed's 16 × 32,768 (peak 21.1 GiB).
+    """The fastest layout measured under a 22 GiB cap: the seed's 16 × 32,768 (peak 19.7 GiB).
 
-    Measured on an H100 capped with ``set_per_process_memory_fraction`` (docs/BENCHMARKS.md): 6 %
-    faster than 32 × 16,384 (12.7 GiB). A card that also drives a display may lack those 21 GiB;
-    then ``seq_len=16384 grad_accum=32`` keeps the recipe in 12.7 GiB.
+    Measured on an H100 capped with ``set_per_process_memory_fraction`` (docs/BENCHMARKS.md). A card
+    that also drives a display may lack those 20 GiB; then ``--preset 16gb`` keeps the recipe in less.
     """
     return seed_preset()
+
+
+def sixteen_gb_preset() -> Config:
+    """The seed's recipe for 16 GB cards (RTX 4080, 4060 Ti 16 GB, 5070 Ti): 32 × 16,384 tokens, peak 12.8 GiB."""
+    return seed_layout(16384)
+
+
+def twelve_gb_preset() -> Config:
+    """The seed's recipe for 12 GB cards (RTX 3060 12 GB, 4070): 64 × 8,192 tokens, peak 8.7 GiB."""
+    return seed_layout(8192)
 
 
 def eight_gpu_preset() -> Config:
@@ -93,10 +114,7 @@ def eight_gpu_preset() -> Config:
 
     Same 524,288 tokens per step as the seed, so the learning recipe is unchanged.
     """
-    config = seed_preset()
-    config.data.seq_len = 65536
-    config.train.grad_accum = 8
-    return config
+    return seed_layout(65536)
 
 
 def record_preset() -> Config:
@@ -108,8 +126,7 @@ def record_preset() -> Config:
     Polar Express coefficients (2025-09-29); NorMuon (2025-10-24); cautious weight decay on the Muon
     matrices (2025-11-10); multi-token prediction [1, 0.5, 0.25] fading to [1] (2025-12-22); a
     bigram hash embedding of 5 × 50,304 rows (2026-01-19); logits soft-capped at 15 instead of 30
-    (2025-01-04; the records' later ``30·σ(z/7.5)`` is this plus a constant, so the same softmax); the
-    LM head's forward matmul in FP8 on sm_89+ (records since 2024-12).
+    (2025-01-04; the records' later ``30·σ(z/7.5)`` is this plus a constant, so the same softmax).
 
     Expectation on FineWeb (published, 8×H100, with more changes than these): 2026-01-19 reached
     3.277 after 1600 steps ≈ 0.42B tokens; 2025-11-29, with the same batch ramp, 3.278 after 2160
@@ -119,7 +136,6 @@ def record_preset() -> Config:
     config = seed_preset()
     config.model.bigram_vocab = 5 * 50304
     config.model.logit_softcap = 15.0
-    config.model.fp8_head = True
     config.train.num_iterations = 1920
     config.train.batch_ramp = (4, 8, 12)
     config.train.mtp_weights = (0.5, 0.25)
@@ -133,16 +149,24 @@ def record_preset() -> Config:
     return config
 
 
-def record_24gb_preset() -> Config:
-    """``record`` in half-length micro-batches (16,384 tokens, twice as many): the same steps for 24 GB cards.
-
-    Peak 18.6 GiB on an H100 (``record``: 30.2 GiB), docs/BENCHMARKS.md.
-    """
+def record_layout(seq_len: int) -> Config:
+    """``record`` in micro-batches of ``seq_len`` tokens: every stage's tokens per step unchanged."""
     config = record_preset()
-    config.data.seq_len = 16384
-    config.train.batch_ramp = tuple(2 * n for n in config.train.batch_ramp)
-    config.train.grad_accum *= 2
+    times = config.data.seq_len // seq_len
+    config.data.seq_len = seq_len
+    config.train.batch_ramp = tuple(times * n for n in config.train.batch_ramp)
+    config.train.grad_accum *= times
     return config
+
+
+def record_24gb_preset() -> Config:
+    """``record`` in micro-batches of 16,384 tokens (twice as many) for 24 GB cards: peak 15.7 GiB."""
+    return record_layout(16384)
+
+
+def record_16gb_preset() -> Config:
+    """``record`` in micro-batches of 8,192 tokens (four times as many) for 16 GB cards: peak 11.6 GiB."""
+    return record_layout(8192)
 
 
 SAMPLE_CORPUS = Path(__file__).parent / "data" / "sample"
@@ -173,22 +197,53 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "8xh100": eight_gpu_preset,
     "record": record_preset,
     "record-24gb": record_24gb_preset,
+    "16gb": sixteen_gb_preset,
+    "record-16gb": record_16gb_preset,
+    "12gb": twelve_gb_preset,
     "tiny": tiny_preset,
 }
 PRESET_NAMES = (*PRESETS, "auto")
 
 
-def auto_preset_name() -> tuple[str, str]:
-    """The preset for the GPU PyTorch sees, and a sentence saying why."""
-    if not torch.cuda.is_available():
-        return "tiny", "no CUDA GPU found: using the CPU preset 'tiny' (a demo, not the speedrun)"
-    props = torch.cuda.get_device_properties(0)
-    gib = props.total_memory / 2**30
-    name = "h100" if gib >= 70 else "4090" if gib >= 22 else None
-    if name is None:
-        raise ConfigError(f"{props.name} has {gib:.0f} GiB; the speedrun presets need at least 24 GB. "
-                          "Try --preset 4090 with data.seq_len=8192 train.grad_accum=64.")
-    return name, f"{props.name} with {gib:.0f} GiB: using preset '{name}'"
+class CardProperties(typing.Protocol):
+    """What ``auto`` reads of a GPU (``torch.cuda.get_device_properties`` returns one)."""
+
+    name: str
+    total_memory: int
+    major: int
+    minor: int
+
+
+# (smallest total memory in GiB, preset, its measured peak under a cap): largest first. Cards report a little
+# less than their label (a 16 GB card: ≈ 15.6 GiB), and a display or the CUDA context takes some more.
+CARD_CLASSES = (
+    (70.0, "h100", "8 × 65,536-token micro-batches, measured peak 33.5 GiB"),
+    (22.0, "4090", "16 × 32,768-token micro-batches, measured peak 19.7 GiB under a 22 GiB cap"),
+    (15.0, "16gb", "32 × 16,384-token micro-batches, measured peak 12.8 GiB under a 14.5 GiB cap"),
+    (11.0, "12gb", "64 × 8,192-token micro-batches, measured peak 8.7 GiB under a 10.5 GiB cap"),
+)
+
+
+def auto_preset_name(card: CardProperties | None = None) -> tuple[str, str]:
+    """The preset for ``card`` (default: the GPU PyTorch sees), and a sentence saying why.
+
+    Every choice is the seed's recipe (524,288 tokens per step) in the largest micro-batches that fit;
+    ``record`` and its memory variants are picked by hand until ``record`` is proven on FineWeb.
+    """
+    if card is None:
+        if not torch.cuda.is_available():
+            return "tiny", "no CUDA GPU found: using the CPU preset 'tiny' (a demo, not the speedrun)"
+        card = torch.cuda.get_device_properties(0)
+    gib = card.total_memory / 2**30
+    for need, name, why in CARD_CLASSES:
+        if gib >= need:
+            if name == "4090" and (card.major, card.minor) < (8, 9):
+                name = "3090"  # the same layout; named for the card class (Ampere and older)
+            return name, f"{card.name} with {gib:.0f} GiB (sm_{card.major}{card.minor}): using preset '{name}': {why}"
+    raise ConfigError(f"{card.name} has {gib:.1f} GiB; the smallest speedrun preset ('12gb') peaks at 8.7 GiB and "
+                      f"needs a card with at least {CARD_CLASSES[-1][0]:.0f} GiB (the weights, gradients and optimizer "
+                      "state alone take 3.8 GiB). Smaller micro-batches (--preset 12gb seq_len=4096 grad_accum=128) "
+                      "are untested.")
 
 
 def load_preset(name: str) -> Config:
@@ -280,8 +335,8 @@ def config_from_dict(data: dict[str, dict[str, typing.Any]], origin: str) -> Con
 
 # settings a resumed run may change without changing what is learned
 RESUME_MAY_CHANGE = {"data.train_glob", "data.val_glob", "train.log_dir", "train.run_id", "train.device",
-                     "train.compile", "train.log_every", "train.save_checkpoint", "train.checkpoint_every",
-                     "train.checkpoint_minutes", "train.keep_checkpoints", "train.resume", "train.target_val_loss",
+                     "train.compile", "train.log_every", "train.save_checkpoint",
+                     "train.checkpoint_every", "train.checkpoint_minutes", "train.keep_checkpoints", "train.resume", "train.target_val_loss",
                      "train.check_finite", "train.logger", "train.collective_timeout_minutes"}
 
 

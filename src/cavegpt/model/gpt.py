@@ -17,9 +17,6 @@ What the seed names, and where it happens here:
 * Backout: the residual after layer ``backout_layer`` is kept as ``x_backout`` and
   ``backout_lambda * x_backout`` is subtracted before the final norm.
 * Logits soft-capped as ``30 * tanh(logits / 30)``, in training and in inference.
-* Under bf16 autocast the residual stream (embeddings, mixes, skips) is bf16, as in the records
-  since 2024-11 (``model.bfloat16()`` with float32 master matrices): every norm, mix and add then moves
-  half the bytes. ``bf16_residual=False`` keeps it in float32; runs without autocast are float32 either way.
 
 Where the seed is silent we follow the modded-nanogpt records (KellerJordan/modded-nanogpt):
 
@@ -50,8 +47,7 @@ Options of the ``record`` preset (off, and absent from the parameters, in ``seed
 Attention (:mod:`cavegpt.model.attention`) runs through FlashAttention-4 where it is installed and
 supports the GPU, FlexAttention on other GPUs and SDPA with the same mask elsewhere
 (``ModelConfig.attention``); :mod:`cavegpt.model.masks` holds the mask. The LM head, soft cap and
-loss run fused (:mod:`cavegpt.model.head_loss`, ``ModelConfig.fused_head``), in ``record`` with an FP8
-forward matmul (``fp8_head``).
+loss run fused (:mod:`cavegpt.model.head_loss`, ``ModelConfig.fused_head``).
 """
 
 from __future__ import annotations
@@ -88,8 +84,6 @@ class ModelConfig:
     attention: str = "auto"  # "fa4", "flex", "sdpa" (same mask, dense); "auto": see cavegpt.model.attention
     bigram_vocab: int = 0  # rows of the bigram hash embedding (0: none)
     fused_head: bool = True  # LM head + soft cap + loss in one pass (cavegpt.model.head_loss); False: plain
-    fp8_head: bool = False  # the head's forward matmul in FP8 where the GPU has it (sm_89+), bf16 elsewhere
-    bf16_residual: bool = True  # under autocast, the residual stream in the autocast dtype; False: float32
 
     @property
     def head_dim(self) -> int:
@@ -109,8 +103,6 @@ class ModelConfig:
             raise ValueError(f"gate_channels={self.gate_channels} exceeds d_model={self.d_model}")
         if self.attention not in ATTENTION_BACKENDS:
             raise ValueError(f"attention={self.attention!r}: choose one of {', '.join(ATTENTION_BACKENDS)}")
-        if self.fp8_head and not self.fused_head:
-            raise ValueError("fp8_head=true needs fused_head=true (the FP8 matmul lives in the fused head)")
         if self.bigram_vocab == 1 or self.bigram_vocab < 0:
             raise ValueError(f"bigram_vocab={self.bigram_vocab}: 0 (off) or at least 2 rows")
 
@@ -266,12 +258,6 @@ class GPT(nn.Module):
             self.bigram_embed = nn.Embedding(config.bigram_vocab, d)
             nn.init.zeros_(self.bigram_embed.weight)
 
-    def stream_dtype(self, device: torch.device) -> torch.dtype:
-        """The residual stream's dtype: the autocast dtype where autocast is on and ``bf16_residual``, else float32."""
-        if self.config.bf16_residual and torch.is_autocast_enabled(device.type):
-            return torch.get_autocast_dtype(device.type)
-        return torch.float32
-
     def smear(self, x: Tensor, previous: Tensor | None = None) -> Tensor:
         """Add a gated fraction of each token's embedding to the next token's.
 
@@ -295,9 +281,8 @@ class GPT(nn.Module):
         With ``cache`` (a :class:`cavegpt.infer.kv_cache.KVCache` that has ``begin``-ed this chunk),
         ``tokens`` continue the cached sequences: keys and values are appended and attended to.
         """
-        stream = self.stream_dtype(tokens.device)
-        value_embeds = [table(tokens).to(stream) for table in self.value_embeds]
-        embedded = self.embed(tokens).to(stream)
+        value_embeds = [table(tokens) for table in self.value_embeds]
+        embedded = self.embed(tokens)
         if cache is None:
             shared = attention_for(self.config.attention, tokens, window, documents)  # one mask for every layer
             attend_at, rotary, previous = (lambda layer: shared), self.rotary, None
@@ -307,8 +292,8 @@ class GPT(nn.Module):
         bigram = None
         if self.bigram_embed is not None:
             prior = F.pad(tokens[:, :-1], (1, 0), value=-1) if cache is None else cache.previous_tokens(tokens)
-            bigram = self.bigram_embed(bigram_rows(tokens, prior, self.config.bigram_vocab)).to(stream)
-        x = x0 = rms_norm(self.smear(embedded, previous)).to(stream)
+            bigram = self.bigram_embed(bigram_rows(tokens, prior, self.config.bigram_vocab))
+        x = x0 = rms_norm(self.smear(embedded, previous))
 
         n_encoder = self.config.n_layer // 2
         skips: list[Tensor] = []
@@ -327,8 +312,7 @@ class GPT(nn.Module):
         cap = self.config.logit_softcap
         if targets is not None and self.config.fused_head:
             weights = loss_weights if loss_weights is not None else torch.ones(1, device=x.device)
-            objective, losses = fused_head_losses(x, self.lm_head.weight, targets, weights, cap,
-                                                  fp8=self.config.fp8_head)
+            objective, losses = fused_head_losses(x, self.lm_head.weight, targets, weights, cap)
             return objective if loss_weights is None else (objective, losses)
         logits = cap * torch.tanh(self.lm_head(x).float() / cap)
         if targets is None:

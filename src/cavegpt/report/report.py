@@ -83,8 +83,9 @@ def comparison_table(runs: list[Run]) -> str:
     return "\n".join(lines)
 
 
-def write_report(folder: str | Path, compare: list[str | Path] = ()) -> tuple[Path, Path, str]:
-    """Write ``report.md`` and ``loss.png`` in ``folder`` (and ``compare.png`` with ``compare``).
+def write_report(folder: str | Path, compare: list[str | Path] = (), notes: list[str] = ()) -> tuple[Path, Path, str]:
+    """Write ``report.md`` and ``loss.png`` in ``folder`` (and ``compare.png`` with ``compare``); ``notes``
+    become a section of their own (the speedrun's word on the other recipe).
 
     Returns the report's path, the plot's path and the text to print.
     """
@@ -94,6 +95,8 @@ def write_report(folder: str | Path, compare: list[str | Path] = ()) -> tuple[Pa
     text = [f"# cavegpt run {run.name}", "", "## Leaderboard row", "", LEADERBOARD_HEADER, leaderboard_row(run), "",
             "## Details", "", "| | |", "|---|---|", *[f"| {k} | {v} |" for k, v in fields.items()], "",
             "![loss against steps and training minutes](loss.png)", ""]
+    if notes:
+        text += ["## Notes", "", *(f"- {note}" for note in notes), ""]
     shown = "\n".join(f"{k}: {v}" for k, v in fields.items())
     plot = run.folder / "loss.png"
     if compare:

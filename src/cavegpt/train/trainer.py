@@ -14,7 +14,6 @@ from torch import Tensor
 
 from cavegpt.data.loader import TokenStream, find_shards, validation_stream
 from cavegpt.model.attention import resolve_attention
-from cavegpt.model.head_loss import fp8_unavailable
 from cavegpt.model.gpt import GPT
 from cavegpt.optim.optimizers import Optimizers
 from cavegpt.optim.schedules import attention_window, micro_batches, mtp_weights, tokens_before
@@ -144,11 +143,7 @@ class Trainer:
             self.attention = resolve_attention(model_cfg.attention, self.device)
         except ValueError as e:
             raise DeviceError(str(e)) from None
-        head = "bf16"
-        if model_cfg.fp8_head:
-            reason = fp8_unavailable(self.device)
-            head = "fp8" if reason is None else f"bf16 ({reason})"
-        self.kernels = f"attention {self.attention}, LM head {head}"  # what runs, for logs and bench
+        self.kernels = f"attention {self.attention}"  # what runs, for logs and bench
         fa4 = self.attention == "fa4"  # the loader then computes each batch's document bounds on the host
         self.train_stream = TokenStream(find_shards(data_cfg.train_glob, "train"), data_cfg.seq_len,
                                         data_cfg.batch_size, self.device, documents=fa4)
