@@ -18,6 +18,7 @@ import torch.multiprocessing as mp
 from cavegpt.config import build_config
 from cavegpt.train.distributed import (PeerTimeout, World, WorldError, join_world, leave_world, local_micro_batches,
                                       sum_over_ranks)
+from cavegpt.train.guards import NonFiniteError
 from cavegpt.train.trainer import Trainer
 from tests.conftest import TEXTMIX, cavegpt, textmix_overrides
 
@@ -95,6 +96,32 @@ def _train_rank(rank: int, port: int, folder: str) -> None:
     finally:
         trainer.close()
     torch.save(trainer.model.state_dict(), Path(folder) / f"rank{rank}.pt")
+
+
+def _poison_rank_1(rank: int, port: int, folder: str) -> None:
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    config = build_config("tiny", [*SMALL[2:], *textmix_overrides(TEXTMIX), f"log_dir={folder}", "run_id=nan",
+                                   "num_iterations=4", "cooldown_iters=1", "val_every=0", "save_checkpoint=false"])
+    trainer = Trainer(config, echo=False)
+    if rank == 1:  # this rank's own gradient is bad; rank 0's is fine until the average
+        trainer.model.lm_head.weight.register_hook(lambda g: g * float("nan"))
+    before = trainer.model.lm_head.weight.detach().clone()
+    try:
+        trainer.train_step(0, trainer.param_groups)
+    except NonFiniteError as e:
+        unchanged = torch.equal(before, trainer.model.lm_head.weight)
+        (Path(folder) / f"rank{rank}.txt").write_text(f"{e}\nweights unchanged: {unchanged}")
+    finally:
+        trainer.close()
+
+
+def test_a_nan_on_one_rank_stops_every_rank_before_the_weights_change(tmp_path: Path) -> None:
+    mp.spawn(_poison_rank_1, args=(free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        text = (tmp_path / f"rank{rank}.txt").read_text()
+        assert text == "step 0: non-finite gradient norm in parameter group(s) lm_head\nweights unchanged: True"
 
 
 def free_port() -> int:

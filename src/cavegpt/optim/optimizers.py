@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -88,10 +89,15 @@ class Optimizers:
         for group in self.by_name["matrices"].param_groups:
             group["momentum"] = muon_momentum(step, c.muon_momentum_start, c.muon_momentum, c.muon_momentum_warmup)
 
-    def step(self, step: int) -> None:
+    def step(self, step: int, order: Sequence[str] = NAMES, ready: Callable[[str], None] | None = None) -> None:
+        """Optimizer step ``step`` of every group, in ``order``; ``ready(name)`` runs just before group
+        ``name`` steps (under torchrun: its gradients' means arriving). The groups are independent, so
+        the order changes no number."""
         self.set_schedule(step)
-        for optimizer in self.by_name.values():
-            optimizer.step()
+        for name in order:
+            if ready is not None:
+                ready(name)
+            self.by_name[name].step()
         self.zero_grad()
 
     def zero_grad(self) -> None:

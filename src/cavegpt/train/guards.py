@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import sys
 import threading
@@ -15,23 +16,27 @@ class NonFiniteError(RuntimeError):
     """The loss or a gradient became NaN or infinite; the message names the step and the group."""
 
 
-def check_finite(step: int, loss: torch.Tensor, groups: dict[str, list[nn.Parameter]]) -> None:
-    """Raise ``NonFiniteError`` if the loss or any group's gradient norm is not finite.
+def gradient_health(loss: torch.Tensor, groups: dict[str, list[nn.Parameter]]) -> tuple[list[str], torch.Tensor]:
+    """(names of the groups that have gradients, ``[loss, bad_1, …, bad_G]``) on the device, no host sync.
 
-    One host sync per step: the group norms are stacked with the loss and read together.
+    ``bad_g`` is 1.0 when group g's gradient norm is not finite. Summed over the ranks, the tensor
+    gives every rank the same verdict for :func:`check_finite`.
     """
     names = [name for name, params in groups.items() if any(p.grad is not None for p in params)]
     norms = [torch.linalg.vector_norm(torch.stack(torch._foreach_norm(
         [p.grad for p in groups[name] if p.grad is not None])).float()) for name in names]
-    finite = torch.isfinite(torch.stack([loss.float(), *norms])).tolist()
-    if all(finite):
-        return
-    if not finite[0]:
-        bad = [name for name, ok in zip(names, finite[1:]) if not ok]
-        where = f"; gradients of {', '.join(bad)} too" if bad else ""
-        raise NonFiniteError(f"step {step}: the training loss is {loss.item()}{where}")
-    bad = [name for name, ok in zip(names, finite[1:]) if not ok]
-    raise NonFiniteError(f"step {step}: non-finite gradient norm in parameter group(s) {', '.join(bad)}")
+    bad = (~torch.isfinite(torch.stack(norms))).float() if norms else loss.new_zeros(0, dtype=torch.float32)
+    return names, torch.cat([loss.float().reshape(1), bad])
+
+
+def check_finite(step: int, loss: float, names: list[str], bad: list[float]) -> None:
+    """Raise ``NonFiniteError`` if ``loss`` is not finite or any group of ``names`` has ``bad`` > 0."""
+    groups = [name for name, count in zip(names, bad) if count > 0]
+    if not math.isfinite(loss):
+        where = f"; gradients of {', '.join(groups)} too" if groups else ""
+        raise NonFiniteError(f"step {step}: the training loss is {loss}{where}")
+    if groups:
+        raise NonFiniteError(f"step {step}: non-finite gradient norm in parameter group(s) {', '.join(groups)}")
 
 
 class StopSignals:

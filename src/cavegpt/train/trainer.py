@@ -23,11 +23,16 @@ from cavegpt.train.checkpoint import checkpoint_name, prune_checkpoints, save_ch
 from cavegpt.train.compile_workers import RELEASE_TIMEOUT_S, release_compile_workers
 from cavegpt.train.display import LiveDisplay
 from cavegpt.train.distributed import (
-    any_rank, average_gradients, broadcast_parameters, join_world, leave_world, local_micro_batches, rank_batches,
+    GradientMeans, any_rank, broadcast_parameters, join_world, leave_world, local_micro_batches, rank_batches,
     sum_over_ranks)
-from cavegpt.train.guards import NonFiniteError, StopSignals, check_finite
+from cavegpt.train.guards import NonFiniteError, StopSignals, check_finite, gradient_health
 from cavegpt.train.loggers import LOGGERS, open_sink
 from cavegpt.train.runlog import RunLog, new_run_id, step_line
+
+
+# Muon's group first: under torchrun its Newton–Schulz iterations run while the embedding tables'
+# gradients, the largest, are still being summed over the ranks
+STEP_ORDER = ("matrices", "lm_head", "scalars", "embeddings")
 
 
 @dataclass
@@ -137,7 +142,8 @@ class Trainer:
         torch.manual_seed(train_cfg.seed)
         self.model = GPT(model_cfg).to(self.device)
         broadcast_parameters(self.model, self.world)
-        self.optimizers = Optimizers(self.model.param_groups(), self.config.optim, train_cfg.num_iterations)
+        self.param_groups = self.model.param_groups()
+        self.optimizers = Optimizers(self.param_groups, self.config.optim, train_cfg.num_iterations)
         self.forward = torch.compile(self.model, dynamic=False) if train_cfg.compile and self.on_cuda else self.model
         try:
             self.attention = resolve_attention(model_cfg.attention, self.device)
@@ -209,12 +215,19 @@ class Trainer:
                     loss = objective = self.forward(inputs, self.window, targets, documents=documents)
             (objective / local).backward()
             total += loss.detach()
-        average_gradients(self.model, self.world)
-        total = sum_over_ranks(total, self.world) / accum
+        # the small sum (loss, health) goes first: NCCL runs collectives in order, and the host waits on it
+        names, summary = gradient_health(total, check_groups) if check_groups is not None else ([], total.reshape(1))
+        summary = sum_over_ranks(summary, self.world)
+        means = GradientMeans(self.param_groups, STEP_ORDER, self.world)
         if check_groups is not None:
-            check_finite(step, total, check_groups)
-        self.optimizers.step(step)
-        return total
+            loss_sum, *bad = summary.tolist()
+            try:
+                check_finite(step, loss_sum / accum, names, bad)
+            except NonFiniteError:
+                means.finish_all()  # leave no collective half done
+                raise
+        self.optimizers.step(step, STEP_ORDER, ready=means.finish)
+        return summary[0] / accum
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -315,7 +328,7 @@ class Trainer:
             log.write_environment({**environment(self.device), "matmul_peak_tflops": peak_tflops,
                                    "processes": self.world.size, "kernels": self.kernels})
 
-        groups = self.model.param_groups()
+        groups = self.param_groups
         start = progress.step
         last_saved = self.resume_from[0] if self.resume_from else None
         self.synchronize()
