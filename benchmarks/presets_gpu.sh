@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Issue 18: every GPU preset in one device call: peak memory under its card's cap, tokens/s at the final
+# window (record presets at their last stage), compile + warm-up on empty caches (cold) and again on the
+# caches that run left (warm). The presets are dealt round-robin over the GPUs, one lane per GPU, so a
+# 4-GPU machine (nvidia-h100-x4) finishes in one 600 s call. Consumer-card presets run Flex, as on
+# those cards; h100, seed and record run whatever attention=auto picks there.
+# Usage (device, repo root): bash benchmarks/presets_gpu.sh   (figures under $OUT; table printed last)
+set -uo pipefail
+source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-presets
+# preset, cap in GiB (0: none), extra arguments
+presets=("h100 0" "seed 0" "record 0 --at-step 1900" "4090 22 attention=flex" "16gb 14.5 attention=flex"
+         "12gb 10.5 attention=flex" "record-24gb 22 --at-step 1900 attention=flex"
+         "record-16gb 14.5 --at-step 1900 attention=flex")
+lanes=$(nvidia-smi -L | wc -l)
+lane() {  # GPU index: its share of the presets, each cold then warm
+    local gpu=$1 i
+    for ((i = gpu; i < ${#presets[@]}; i += lanes)); do
+        set -- ${presets[$i]}
+        local name=$1 cap=$2; shift 2
+        local limit=(); [ "$cap" != 0 ] && limit=(--memory-limit-gib "$cap")
+        for run in cold warm; do
+            CUDA_VISIBLE_DEVICES=$gpu TORCHINDUCTOR_CACHE_DIR=/tmp/cache/$name/inductor \
+            TRITON_CACHE_DIR=/tmp/cache/$name/triton python -m cavegpt bench --preset "$name" --synthetic \
+                --steps 5 --window 1792 "${limit[@]}" "$@" > "$out/${name}_$run.txt" 2>&1
+        done
+    done
+}
+for ((gpu = 0; gpu < lanes; gpu++)); do lane "$gpu" & done
+wait
+printf '%-12s %6s %10s %9s %9s %9s\n' preset cap tokens/s "peak GiB" "cold s" "warm s"
+for entry in "${presets[@]}"; do
+    set -- $entry
+    read -r tps peak <<< "$(grep -E "^ *1792 " "$out/$1_cold.txt" 2>/dev/null | awk '{print $4, $7}')"
+    cold=$(grep -oP "compile \+ warm-up: \K[0-9.]+" "$out/$1_cold.txt" 2>/dev/null)
+    warm=$(grep -oP "compile \+ warm-up: \K[0-9.]+" "$out/$1_warm.txt" 2>/dev/null)
+    printf '%-12s %6s %10s %9s %9s %9s\n' "$1" "$2" "${tps:--}" "${peak:--}" "${cold:--}" "${warm:--}"
+done | tee "$out/presets.txt"

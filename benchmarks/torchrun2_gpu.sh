@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Issue 19 on a 2-GPU machine (nvidia-h100-x2), Flex attention (FA4 is not installed there), in stages of
+# one device call each; the machine stays warm in between, so the inductor cache carries over.
+#   exits:   the command that hung once, ten times in a row: each run's exit code and time. Run it after
+#            `scaling` on the same warm machine: on a warm cache a run takes ≈ 40 s, cold ≈ 130 s.
+#            Reads textmix (carry .devdata/textmix).
+#   scaling WHO: record at stage 1 (window 128, step 0) and its last stage (window 1792, step 1900), and seed,
+#            at N=1 then N=2, for the baseline (the code before GradientMeans, carried as
+#            .devdata/baseline/src by `git archive REV src`) and the new code.
+# Usage (device, repo root): bash benchmarks/torchrun2_gpu.sh exits | scaling baseline|new   (figures under $OUT)
+set -uo pipefail
+stage=$1
+source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-torchrun2
+run2() { python -m torch.distributed.run --standalone --nproc_per_node=2 -m cavegpt bench "$@"; }
+case $stage in
+exits)
+    for i in $(seq 1 10); do
+        start=$(date +%s%N)
+        timeout 300 python -m torch.distributed.run --standalone --nproc_per_node=2 -m cavegpt bench \
+            --preset record --steps 10 --window 128 --at-step 0 "${textmix_globs[@]}" > "$out/exit_$i.txt" 2>&1
+        rc=$?
+        echo "run $i: rc $rc, $(( ($(date +%s%N) - start) / 1000000 )) ms" | tee -a "$out/exits.txt"
+    done
+    ;;
+scaling)  # WHO = baseline or new, one call each (≈ 7 min)
+    for who in $2; do
+        path=src; [ "$who" = baseline ] && path=.devdata/baseline/src
+        for args in "record --window 128 --at-step 0" "record --window 1792 --at-step 1900" "seed --window 1792"; do
+            set -- $args
+            name="${who}_$1_w$3"
+            PYTHONPATH=$path python -m cavegpt bench --preset $args --synthetic --steps 10 > "$out/${name}_n1.txt" 2>&1
+            PYTHONPATH=$path run2 --preset $args --synthetic --steps 10 > "$out/${name}_n2.txt" 2>&1
+            echo "== $name"; grep -hE "^ *(128|1792) " "$out/${name}_n1.txt" "$out/${name}_n2.txt"
+        done
+    done
+    ;;
+esac
