@@ -12,6 +12,13 @@ presets=("h100 0" "seed 0" "record 0 --at-step 1900" "4090 22 attention=flex" "1
          "12gb 10.5 attention=flex" "record-24gb 22 --at-step 1900 attention=flex"
          "record-16gb 14.5 --at-step 1900 attention=flex")
 lanes=$(nvidia-smi -L | wc -l)
+# the first compile on a fresh machine took 187-191 s whatever the preset (2026-11-26): time a tiny compiled
+# function first, on empty caches, to see how much of that is the machine's own cold start
+TORCHINDUCTOR_CACHE_DIR=/tmp/cache/first/inductor TRITON_CACHE_DIR=/tmp/cache/first/triton python -c "
+import time; t = time.perf_counter(); import torch; imported = time.perf_counter() - t
+f = torch.compile(lambda x: torch.relu(x) * 2); f(torch.ones(8, device='cuda')); torch.cuda.synchronize()
+print(f'first compile on this machine: import torch {imported:.1f} s, a one-op function {time.perf_counter() - t - imported:.1f} s')
+" 2>&1 | tee "$out/first_compile.txt"
 lane() {  # GPU index: its share of the presets, each cold then warm
     local gpu=$1 i
     for ((i = gpu; i < ${#presets[@]}; i += lanes)); do
