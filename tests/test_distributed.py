@@ -84,13 +84,22 @@ def test_resume_at_another_process_count(one_process: Path, tmp_path: Path) -> N
     assert_close(losses(one_process), losses(run))
 
 
-def _train_rank(rank: int, port: int, folder: str) -> None:
+def rank_of_two(rank: int, port: int) -> None:
+    """This spawned process as rank ``rank`` of a 2-process gloo world, as torchrun would set it up."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    config = build_config("tiny", [*SMALL[2:], *textmix_overrides(TEXTMIX), f"log_dir={folder}", "run_id=mp",
+
+
+def four_step_trainer(folder: str, run_id: str) -> Trainer:
+    config = build_config("tiny", [*SMALL[2:], *textmix_overrides(TEXTMIX), f"log_dir={folder}", f"run_id={run_id}",
                                    "num_iterations=4", "cooldown_iters=1", "val_every=0", "save_checkpoint=false"])
-    trainer = Trainer(config, echo=False)
+    return Trainer(config, echo=False)
+
+
+def _train_rank(rank: int, port: int, folder: str) -> None:
+    rank_of_two(rank, port)
+    trainer = four_step_trainer(folder, "mp")
     try:
         trainer.run()
     finally:
@@ -99,12 +108,8 @@ def _train_rank(rank: int, port: int, folder: str) -> None:
 
 
 def _poison_rank_1(rank: int, port: int, folder: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    config = build_config("tiny", [*SMALL[2:], *textmix_overrides(TEXTMIX), f"log_dir={folder}", "run_id=nan",
-                                   "num_iterations=4", "cooldown_iters=1", "val_every=0", "save_checkpoint=false"])
-    trainer = Trainer(config, echo=False)
+    rank_of_two(rank, port)
+    trainer = four_step_trainer(folder, "nan")
     if rank == 1:  # this rank's own gradient is bad; rank 0's is fine until the average
         trainer.model.lm_head.weight.register_hook(lambda g: g * float("nan"))
     before = trainer.model.lm_head.weight.detach().clone()
@@ -147,8 +152,7 @@ def test_process_count_must_divide_the_micro_batches() -> None:
 
 
 def _wait_for_an_absent_peer(rank: int, port: int, folder: str) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port))
+    rank_of_two(rank, port)
     world = join_world("cpu", timeout_minutes=0.05)  # 3 s
     if rank == 0:
         started = time.perf_counter()
