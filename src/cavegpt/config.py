@@ -73,21 +73,21 @@ def seed_preset() -> Config:
     return config
 
 
-def h100_preset() -> Config:
-    """The seed's recipe in 8 × 65,536-token micro-batches for 80 GB cards: peak 33.5 GiB.
-
-    2.9 % more tokens/s than the seed's 16 × 32,768 on an H100 with FA4, and the same val loss after
-    300 steps on textmix (2.1538 vs 2.1554), both in one device call (docs/BENCHMARKS.md, 2026-11-26).
-    """
-    return seed_layout(65536)
-
-
 def seed_layout(seq_len: int) -> Config:
     """The seed's recipe in micro-batches of ``seq_len`` tokens: as many as make its 524,288 tokens per step."""
     config = seed_preset()
     config.train.grad_accum = config.train.grad_accum * config.data.seq_len // seq_len
     config.data.seq_len = seq_len
     return config
+
+
+def h100_preset() -> Config:
+    """The seed's recipe in 8 × 65,536-token micro-batches for 80 GB cards: peak 33.5 GiB.
+
+    2.9 % more tokens/s than the seed's 16 × 32,768 on an H100 with FA4, and the same val loss after
+    300 steps on textmix (2.1538 vs 2.1554), measured on one machine (docs/BENCHMARKS.md, 2026-11-26).
+    """
+    return seed_layout(65536)
 
 
 def consumer_24gb_preset() -> Config:
