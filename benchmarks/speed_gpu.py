@@ -153,12 +153,11 @@ def main() -> None:
     print(f"seed preset compile + warm-up {compile_s:.0f}s; FLOPs/token at 1792: "
           f"{trainer.flop_terms(1792).describe()}; at 128: {trainer.flop_terms(128).describe()}", flush=True)
     rows = muon_ab(trainer, args.steps)
-    groups = trainer.model.param_groups()
     trainer.set_window(128)
     trainer.synchronize()
     start = time.perf_counter()
     for step in range(args.steps):
-        trainer.train_step(step, groups).item()
+        trainer.train_step(step, guard=True).item()
     trainer.synchronize()
     guarded = args.steps * trainer.tokens_per_step / (time.perf_counter() - start)
     print(f"batched NS, window 128, with the NaN guard + loss.item() each step: {guarded:,.0f} tok/s", flush=True)

@@ -114,7 +114,7 @@ def _poison_rank_1(rank: int, port: int, folder: str) -> None:
         trainer.model.lm_head.weight.register_hook(lambda g: g * float("nan"))
     before = trainer.model.lm_head.weight.detach().clone()
     try:
-        trainer.train_step(0, trainer.param_groups)
+        trainer.train_step(0, guard=True)
     except NonFiniteError as e:
         unchanged = torch.equal(before, trainer.model.lm_head.weight)
         (Path(folder) / f"rank{rank}.txt").write_text(f"{e}\nweights unchanged: {unchanged}")

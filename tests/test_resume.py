@@ -146,14 +146,14 @@ class PoisonAt(Trainer):
         super().__init__(*args, **kwargs)
         self.poison_step, self.where = step, where
 
-    def train_step(self, step, check_groups=None):
+    def train_step(self, step, guard=False):
         if step == self.poison_step:
             if self.where == "weight":
                 with torch.no_grad():
                     self.model.blocks[1].mlp.c_fc.weight[0, 0] = float("nan")
             else:
                 self.model.lm_head.weight.register_hook(lambda g: g * float("nan"))
-        return super().train_step(step, check_groups)
+        return super().train_step(step, guard)
 
 
 @pytest.mark.parametrize("where,needle", [("weight", "step 3: the training loss is nan"),

@@ -188,8 +188,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from cavegpt.infer.load import load_model, model_source
 
-    model_path, run_dir = model_source(args.model)
-    model, meta = load_model(model_path, args.device)
+    model_path, _ = model_source(args.model)
+    model, _ = load_model(model_path, args.device)
     if args.hellaswag:
         from cavegpt.infer.hellaswag import RESULT_FILE, describe, download_hellaswag, load_items, score
 
@@ -266,7 +266,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"device: {torch.cuda.get_device_name(0)} | torch {torch.__version__} | preset {args.preset} | "
           f"{gpus} process(es) | {trainer.step_tokens(args.at_step):,} tokens/step "
           f"({trainer.micro_batches_at(args.at_step)} × {config.data.batch_size} × {config.data.seq_len}) | "
-          f"{trainer.kernels}")
+          f"attention {trainer.attention}")
     print(f"compile + warm-up: {compile_seconds:.1f}s | measured bf16 matmul peak: {peak_tflops:.0f} TFLOP/s "
           f"| datasheet (H100 SXM): {H100_SXM_DATASHEET_TFLOPS:.0f}")
     for r in results:

@@ -149,7 +149,6 @@ class Trainer:
             self.attention = resolve_attention(model_cfg.attention, self.device)
         except ValueError as e:
             raise DeviceError(str(e)) from None
-        self.kernels = f"attention {self.attention}"  # what runs, for logs and bench
         fa4 = self.attention == "fa4"  # the loader then computes each batch's document bounds on the host
         self.train_stream = TokenStream(find_shards(data_cfg.train_glob, "train"), data_cfg.seq_len,
                                         data_cfg.batch_size, self.device, documents=fa4)
@@ -195,12 +194,12 @@ class Trainer:
         train = self.config.train
         return attention_window(step, train.num_iterations, train.window_start, self.config.model.window)
 
-    def train_step(self, step: int, check_groups: dict | None = None) -> Tensor:
+    def train_step(self, step: int, guard: bool = False) -> Tensor:
         """One optimizer step over the step's micro-batches; returns their mean next-token loss (on device).
 
         Under torchrun this rank runs micro-batches rank, rank + N, …; gradients are averaged once at the
         end. With multi-token prediction the gradient is that of the weighted sum of the losses of the
-        tokens 1 … K ahead. With ``check_groups``, a non-finite loss or gradient raises before the weights change.
+        tokens 1 … K ahead. With ``guard``, a non-finite loss or gradient raises before the weights change.
         """
         accum = self.micro_batches_at(step)
         local = local_micro_batches(accum, self.world)
@@ -216,10 +215,10 @@ class Trainer:
             (objective / local).backward()
             total += loss.detach()
         # the small sum (loss, health) goes first: NCCL runs collectives in order, and the host waits on it
-        names, summary = gradient_health(total, check_groups) if check_groups is not None else ([], total.reshape(1))
+        names, summary = gradient_health(total, self.param_groups) if guard else ([], total.reshape(1))
         summary = sum_over_ranks(summary, self.world)
         means = GradientMeans(self.param_groups, STEP_ORDER, self.world)
-        if check_groups is not None:
+        if guard:
             loss_sum, *bad = summary.tolist()
             try:
                 check_finite(step, loss_sum / accum, names, bad)
@@ -317,7 +316,7 @@ class Trainer:
                      f"{sum(p.numel() for p in self.model.parameters()):,} parameters | "
                      f"{self.step_tokens(0):,} tokens/step" + (
                          f" at first, {self.tokens_before[-1]:,} in all" if self.config.train.batch_ramp else "")
-                     + f" | {self.kernels}")
+                     + f" | attention {self.attention}")
         else:
             log.drop_metrics_after(progress.step)
             log.line(f"resumed from {self.resume_from[0].name} at step {progress.step}")
@@ -326,9 +325,8 @@ class Trainer:
         peak_tflops = measure_matmul_peak_tflops() if self.on_cuda and self.world.is_main else None
         if self.world.is_main:
             log.write_environment({**environment(self.device), "matmul_peak_tflops": peak_tflops,
-                                   "processes": self.world.size, "kernels": self.kernels})
+                                   "processes": self.world.size, "attention": self.attention})
 
-        groups = self.param_groups
         start = progress.step
         last_saved = self.resume_from[0] if self.resume_from else None
         self.synchronize()
@@ -362,7 +360,7 @@ class Trainer:
                 if last:
                     break
                 try:
-                    loss = self.train_step(step, groups if train.check_finite else None)
+                    loss = self.train_step(step, guard=train.check_finite)
                 except NonFiniteError as e:
                     log.line(f"{e}. Stopped without updating the weights; the last good checkpoint is "
                              f"{last_saved or 'none (set checkpoint_every=N to keep some)'}")
