@@ -28,9 +28,12 @@ scaling)  # WHO = baseline or new, one call each (≈ 7 min)
         for args in "record --window 128 --at-step 0" "record --window 1792 --at-step 1900" "seed --window 1792"; do
             set -- $args
             name="${who}_$1_w$3"
+            start=$(date +%s)
             PYTHONPATH=$path python -m cavegpt bench --preset $args --synthetic --steps 10 > "$out/${name}_n1.txt" 2>&1
+            middle=$(date +%s)
             PYTHONPATH=$path run2 --preset $args --synthetic --steps 10 > "$out/${name}_n2.txt" 2>&1
-            echo "== $name"; grep -hE "^ *(128|1792) " "$out/${name}_n1.txt" "$out/${name}_n2.txt"
+            echo "== $name (N=1 $((middle - start)) s, N=2 $(($(date +%s) - middle)) s)"
+            grep -hE "^ *(128|1792) " "$out/${name}_n1.txt" "$out/${name}_n2.txt"
         done
     done
     ;;
