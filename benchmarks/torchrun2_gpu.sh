@@ -4,10 +4,11 @@
 #   exits:   the command that hung once, ten times in a row: each run's exit code and time. Run it after
 #            `scaling` on the same warm machine: on a warm cache a run takes ≈ 40 s, cold ≈ 130 s.
 #            Reads textmix (carry .devdata/textmix).
-#   scaling WHO: record at stage 1 (window 128, step 0) and its last stage (window 1792, step 1900), and seed,
-#            at N=1 then N=2, for the baseline (the code before GradientMeans, carried as
-#            .devdata/baseline/src by `git archive REV src`) and the new code.
-# Usage (device, repo root): bash benchmarks/torchrun2_gpu.sh exits | scaling baseline|new   (figures under $OUT)
+#   scaling WHO...: record at stage 1 (window 128, step 0) and its last stage (window 1792, step 1900), and
+#            seed, at N=1 then N=2, for each WHO: `new` (this tree) or the name of a folder under .devdata
+#            holding an older src/ (`mkdir -p .devdata/NAME && git archive REV src | tar -x -C .devdata/NAME`;
+#            `baseline` = 1393dca, the code of the issue's table).
+# Usage (device, repo root): bash benchmarks/torchrun2_gpu.sh exits | scaling WHO...   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-torchrun2
@@ -22,9 +23,10 @@ exits)
         echo "run $i: rc $rc, $(( ($(date +%s%N) - start) / 1000000 )) ms" | tee -a "$out/exits.txt"
     done
     ;;
-scaling)  # WHO = baseline or new, one call each (≈ 7 min)
-    for who in $2; do
-        path=src; [ "$who" = baseline ] && path=.devdata/baseline/src
+scaling)  # each WHO in turn, ≈ 4-8 min each; the runs' own outputs come back as scaling_runs.tar.gz
+    shift
+    for who in "$@"; do
+        path=src; [ "$who" = new ] || path=.devdata/$who/src
         for args in "record --window 128 --at-step 0" "record --window 1792 --at-step 1900" "seed --window 1792"; do
             set -- $args
             name="${who}_$1_w$3"
@@ -36,5 +38,6 @@ scaling)  # WHO = baseline or new, one call each (≈ 7 min)
             grep -hE "^ *(128|1792) " "$out/${name}_n1.txt" "$out/${name}_n2.txt"
         done
     done
+    (cd "$out" && tar -czf scaling_runs.tar.gz ./*_n[12].txt && rm ./*_n[12].txt)  # $OUT returns 8 files at most
     ;;
 esac

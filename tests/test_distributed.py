@@ -91,9 +91,10 @@ def rank_of_two(rank: int, port: int) -> None:
     torch.set_num_threads(1)
 
 
-def four_step_trainer(folder: str, run_id: str) -> Trainer:
+def four_step_trainer(folder: str, run_id: str, *overrides: str) -> Trainer:
     config = build_config("tiny", [*SMALL[2:], *textmix_overrides(TEXTMIX), f"log_dir={folder}", f"run_id={run_id}",
-                                   "num_iterations=4", "cooldown_iters=1", "val_every=0", "save_checkpoint=false"])
+                                   "num_iterations=4", "cooldown_iters=1", "val_every=0", "save_checkpoint=false",
+                                   *overrides])
     return Trainer(config, echo=False)
 
 

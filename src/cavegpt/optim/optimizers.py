@@ -55,6 +55,7 @@ class Optimizers:
     """Adam (embeddings), Adam (LM head), Muon (matrices), Adam (scalars); one schedule for all."""
 
     NAMES = ("embeddings", "lm_head", "matrices", "scalars")
+    MATRIX_GROUPS = ("matrices",)  # Muon's: each tensor is stepped whole (Newton–Schulz needs all of it)
 
     def __init__(self, groups: dict[str, list[nn.Parameter]], config: OptimConfig, num_iterations: int):
         self.config = config
@@ -89,15 +90,18 @@ class Optimizers:
         for group in self.by_name["matrices"].param_groups:
             group["momentum"] = muon_momentum(step, c.muon_momentum_start, c.muon_momentum, c.muon_momentum_warmup)
 
-    def step(self, step: int, order: Sequence[str] = NAMES, ready: Callable[[str], None] | None = None) -> None:
+    def step(self, step: int, order: Sequence[str] = NAMES, ready: Callable[[str], None] | None = None,
+             done: Callable[[str], None] | None = None) -> None:
         """Optimizer step ``step`` of every group, in ``order``; ``ready(name)`` runs just before group
-        ``name`` steps (under torchrun: its gradients' means arriving). The groups are independent, so
-        the order changes no number."""
+        ``name`` steps and ``done(name)`` right after (under torchrun: its gradients' means arriving, its
+        updated share leaving). The groups are independent, so the order changes no number."""
         self.set_schedule(step)
         for name in order:
             if ready is not None:
                 ready(name)
             self.by_name[name].step()
+            if done is not None:
+                done(name)
         self.zero_grad()
 
     def zero_grad(self) -> None:

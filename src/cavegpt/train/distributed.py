@@ -3,11 +3,9 @@
 Launched by ``torchrun --nproc_per_node=N -m cavegpt train ...`` (RANK, WORLD_SIZE, LOCAL_RANK,
 MASTER_ADDR/PORT set), each rank takes every N-th micro-batch of each optimizer step, so the tokens
 per step and the data order are those of one process. Gradients are averaged once per step, after
-accumulation, so every rank runs the same optimizer update on the same gradients and ends each step
-with the same weights. The averages start together, one flat all-reduce per parameter group, and are
-collected group by group (:class:`GradientMeans`): one group's optimizer steps while the later groups'
-sums are still on the wire. NCCL on GPUs, gloo on CPUs. Without torchrun this is a world of one and
-every call here is free.
+accumulation, and each rank steps its share of the optimizer's work (cavegpt.train.sharding), so every
+rank ends each step with the same weights. NCCL on GPUs, gloo on CPUs. Without torchrun this is a
+world of one and every call here is free.
 
 A rank whose peers do not reach a collective within ``train.collective_timeout_minutes`` stops:
 with gloo the collective raises here and becomes :class:`PeerTimeout`, one sentence; with NCCL,
@@ -17,7 +15,7 @@ PyTorch's watchdog ends the process after the same time and names the collective
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
@@ -95,40 +93,6 @@ def local_micro_batches(grad_accum: int, world: World) -> int:
                          f"processes; choose a process count that divides it (or change grad_accum and seq_len "
                          f"together to keep the tokens per step)")
     return grad_accum // world.size
-
-
-class GradientMeans:
-    """The mean over the ranks of each parameter group's gradients: started at once, finished one group at a time.
-
-    Each group's gradients travel as one flat tensor (one all-reduce rather than one per tensor). With
-    NCCL, :meth:`finish` makes the compute stream wait for that group's sum, not the host, so the work
-    queued after it overlaps the sums still in flight. Without torchrun it does nothing.
-    """
-
-    def __init__(self, groups: dict[str, list[nn.Parameter]], order: Sequence[str], world: World):
-        self.world = world
-        self.pending: dict[str, tuple[list[Tensor], Tensor, dist.Work]] = {}
-        if not world.distributed:
-            return
-        for name in order:
-            grads = [p.grad for p in groups[name] if p.grad is not None]
-            if grads:
-                flat = torch.cat([g.reshape(-1) for g in grads])
-                work = together(world, "the gradient average", lambda: dist.all_reduce(flat, async_op=True))
-                self.pending[name] = (grads, flat, work)
-
-    def finish(self, name: str) -> None:
-        """Write group ``name``'s means into its gradients (a no-op for a group already done or never started)."""
-        if name not in self.pending:
-            return
-        grads, flat, work = self.pending.pop(name)
-        together(self.world, "the gradient average", work.wait)
-        flat /= self.world.size
-        torch._foreach_copy_(grads, [part.view_as(g) for part, g in zip(flat.split([g.numel() for g in grads]), grads)])
-
-    def finish_all(self) -> None:
-        for name in list(self.pending):
-            self.finish(name)
 
 
 def sum_over_ranks(value: Tensor, world: World) -> Tensor:

@@ -23,15 +23,15 @@ from cavegpt.train.checkpoint import checkpoint_name, prune_checkpoints, save_ch
 from cavegpt.train.compile_workers import RELEASE_TIMEOUT_S, release_compile_workers
 from cavegpt.train.display import LiveDisplay
 from cavegpt.train.distributed import (
-    GradientMeans, any_rank, broadcast_parameters, join_world, leave_world, local_micro_batches, rank_batches,
-    sum_over_ranks)
+    any_rank, broadcast_parameters, join_world, leave_world, local_micro_batches, rank_batches, sum_over_ranks)
 from cavegpt.train.guards import NonFiniteError, StopSignals, check_finite, gradient_health
 from cavegpt.train.loggers import LOGGERS, open_sink
 from cavegpt.train.runlog import RunLog, new_run_id, step_line
+from cavegpt.train.sharding import ShardedStep
 
 
 # Muon's group first: under torchrun its Newton–Schulz iterations run while the embedding tables'
-# gradients, the largest, are still being summed over the ranks
+# gradients, the largest, are still being summed over the ranks, and its all-gathers while Adam steps
 STEP_ORDER = ("matrices", "lm_head", "scalars", "embeddings")
 
 
@@ -143,7 +143,8 @@ class Trainer:
         self.model = GPT(model_cfg).to(self.device)
         broadcast_parameters(self.model, self.world)
         self.param_groups = self.model.param_groups()
-        self.optimizers = Optimizers(self.param_groups, self.config.optim, train_cfg.num_iterations)
+        self.sharded = ShardedStep(self.param_groups, Optimizers.MATRIX_GROUPS, self.world)
+        self.optimizers = Optimizers(self.sharded.local, self.config.optim, train_cfg.num_iterations)
         self.forward = torch.compile(self.model, dynamic=False) if train_cfg.compile and self.on_cuda else self.model
         try:
             self.attention = resolve_attention(model_cfg.attention, self.device)
@@ -198,8 +199,9 @@ class Trainer:
         """One optimizer step over the step's micro-batches; returns their mean next-token loss (on device).
 
         Under torchrun this rank runs micro-batches rank, rank + N, …; gradients are averaged once at the
-        end. With multi-token prediction the gradient is that of the weighted sum of the losses of the
-        tokens 1 … K ahead. With ``guard``, a non-finite loss or gradient raises before the weights change.
+        end, and this rank steps its share of the optimizer's work (cavegpt.train.sharding). With
+        multi-token prediction the gradient is that of the weighted sum of the losses of the tokens 1 … K
+        ahead. With ``guard``, a non-finite loss or gradient raises before the weights change.
         """
         accum = self.micro_batches_at(step)
         local = local_micro_batches(accum, self.world)
@@ -217,15 +219,16 @@ class Trainer:
         # the small sum (loss, health) goes first: NCCL runs collectives in order, and the host waits on it
         names, summary = gradient_health(total, self.param_groups) if guard else ([], total.reshape(1))
         summary = sum_over_ranks(summary, self.world)
-        means = GradientMeans(self.param_groups, STEP_ORDER, self.world)
+        collectives = self.sharded.start(STEP_ORDER)
         if guard:
             loss_sum, *bad = summary.tolist()
             try:
                 check_finite(step, loss_sum / accum, names, bad)
             except NonFiniteError:
-                means.finish_all()  # leave no collective half done
+                collectives.finish_all()  # leave no collective half done
                 raise
-        self.optimizers.step(step, STEP_ORDER, ready=means.finish)
+        self.optimizers.step(step, STEP_ORDER, ready=collectives.finish, done=collectives.gather)
+        collectives.wait()
         return summary[0] / accum
 
     @torch.no_grad()
@@ -248,7 +251,7 @@ class Trainer:
         with self.autocast():  # the training graph: with the multi-token losses when they are on
             loss = self.forward(inputs, self.window, targets, loss_weights=weights, documents=documents)
             (loss[0] if self.multi_token else loss).backward()
-        self.optimizers.zero_grad()
+        self.model.zero_grad(set_to_none=True)
         with torch.no_grad(), self.autocast():
             self.forward(inputs, self.window, targets, documents=documents)
         self.train_stream.seek(*position)
@@ -272,17 +275,17 @@ class Trainer:
             torch.cuda.synchronize()
 
     def state(self, progress: Progress) -> dict:
-        """Everything needed to continue exactly from here."""
+        """Everything needed to continue exactly from here; under torchrun every rank calls it together."""
         rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
         if self.on_cuda:
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {"model": self.model.state_dict(), "optimizers": self.optimizers.state_dict(),
+        return {"model": self.model.state_dict(), "optimizers": self.sharded.full_state(self.optimizers.state_dict()),
                 "config": asdict(self.config), "progress": asdict(progress),
                 "train_position": list(self.train_stream.position), "rng": rng}
 
     def restore(self, state: dict) -> Progress:
         self.model.load_state_dict(state["model"])
-        self.optimizers.load_state_dict(state["optimizers"])
+        self.optimizers.load_state_dict(self.sharded.local_state(state["optimizers"]))
         self.train_stream.seek(*state["train_position"])
         torch.set_rng_state(state["rng"]["torch"])
         random.setstate(state["rng"]["python"])
@@ -381,10 +384,11 @@ class Trainer:
         return self.result(progress, compile_seconds, checkpoint)
 
     def save(self, name: str, progress: Progress) -> Path:
-        """Rank 0 writes the checkpoint (all ranks hold the same weights); every rank learns its path."""
+        """Every rank gathers the optimizer state, rank 0 writes the checkpoint; every rank learns its path."""
         path = self.run_dir / name
+        state = self.state(progress)
         if self.world.is_main:
-            save_checkpoint(path, self.state(progress))
+            save_checkpoint(path, state)
             prune_checkpoints(self.run_dir, self.config.train.keep_checkpoints)
         return path
 
