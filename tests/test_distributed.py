@@ -84,6 +84,21 @@ def test_resume_at_another_process_count(one_process: Path, tmp_path: Path) -> N
     assert_close(losses(one_process), losses(run))
 
 
+def test_a_checkpoint_saved_by_two_processes_resumes_in_one(one_process: Path, tmp_path: Path) -> None:
+    """N=2's step-6 checkpoint (the optimizer state gathered from both ranks), continued by one process,
+    gives N=1's steps 7–12."""
+    result = torchrun(2, "train", *SMALL, *textmix_overrides(TEXTMIX), f"log_dir={tmp_path}", "run_id=n2",
+                      "checkpoint_every=6", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "n2"
+    for path in run.glob("checkpoint_step000012_*.pt"):
+        path.unlink()
+    result = cavegpt("resume", str(run), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "resumed from checkpoint_step000006.pt at step 6" in (run / "log.txt").read_text()
+    assert_close(losses(one_process), losses(run))
+
+
 def rank_of_two(rank: int, port: int) -> None:
     """This spawned process as rank ``rank`` of a 2-process gloo world, as torchrun would set it up."""
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
