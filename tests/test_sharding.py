@@ -26,13 +26,13 @@ def parameters(*shapes: tuple[int, ...]) -> list[nn.Parameter]:
 def test_one_process_steps_everything_whole() -> None:
     params = parameters((256, 512), (7,))
     plan = plan_group(params, whole_matrices=False, world=World())
-    assert plan.how == [WHOLE, WHOLE] and plan.local == params
+    assert [placed.how for placed in plan.placements] == [WHOLE, WHOLE] and plan.local == params
 
 
 def test_large_adam_tensors_are_cut_into_pieces_that_share_the_weights_storage() -> None:
     big, small, odd = parameters((256, 512), (10,), (MIN_PIECE_NUMEL + 1,))
     plan = plan_group([big, small, odd], whole_matrices=False, world=World(rank=1, size=2))
-    assert plan.how == [PIECES, WHOLE, WHOLE]  # too small to be worth a collective; not divisible by 2
+    assert [placed.how for placed in plan.placements] == [PIECES, WHOLE, WHOLE]  # too small to be worth a collective; not divisible by 2
     piece = plan.local[0]
     assert piece.is_leaf and torch.equal(piece, big.detach().view(-1)[big.numel() // 2:])
     with torch.no_grad():
@@ -46,11 +46,12 @@ def test_matrices_are_dealt_out_whole_in_blocks_per_shape() -> None:
     squares = [0, 2, 3, 5, 6]  # five of them: blocks of 3 and 2
     for rank in (0, 1):
         plan = plan_group(params, whole_matrices=True, world=World(rank=rank, size=2))
-        assert plan.how == [OWNED] * 7
-        assert [plan.owner[i] for i in squares] == [0, 0, 0, 1, 1]
-        assert [plan.owner[i] for i in (1, 4)] == [0, 1]
-        assert plan.local == [p for p, owner in zip(params, plan.owner) if owner == rank]
-        assert [plan.local_index[i] is not None for i in range(7)] == [o == rank for o in plan.owner]
+        owners = [placed.owner for placed in plan.placements]
+        assert [placed.how for placed in plan.placements] == [OWNED] * 7
+        assert [owners[i] for i in squares] == [0, 0, 0, 1, 1]
+        assert [owners[i] for i in (1, 4)] == [0, 1]
+        assert plan.local == [p for p, owner in zip(params, owners) if owner == rank]
+        assert [placed.local_index is not None for placed in plan.placements] == [o == rank for o in owners]
 
 
 def test_a_rank_left_with_no_matrix_is_refused() -> None:

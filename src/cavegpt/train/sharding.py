@@ -55,15 +55,22 @@ class Stack:
         return self.params[self.rank * self.per_rank:(self.rank + 1) * self.per_rank]
 
 
+@dataclass(frozen=True)
+class Placement:
+    """Where one parameter of a group is stepped."""
+
+    how: str  # WHOLE, PIECES or OWNED
+    local_index: int | None  # its (or its piece's) place in this rank's optimizer; None: another rank steps it
+    owner: int = -1  # OWNED: the rank that steps it
+
+
 @dataclass
 class GroupPlan:
-    """How one parameter group is split, per parameter: WHOLE, PIECES or OWNED, and where this rank steps it."""
+    """How one parameter group is split: a placement per parameter, and what this rank's optimizer steps."""
 
     params: list[nn.Parameter]
-    how: list[str] = field(default_factory=list)
-    owner: list[int] = field(default_factory=list)  # OWNED: the rank that steps it (else -1)
-    local: list[nn.Parameter] = field(default_factory=list)  # what this rank's optimizer steps
-    local_index: list[int | None] = field(default_factory=list)  # per parameter: its place in ``local``
+    placements: list[Placement] = field(default_factory=list)
+    local: list[nn.Parameter] = field(default_factory=list)
     whole: list[nn.Parameter] = field(default_factory=list)
     pieces: list[tuple[nn.Parameter, nn.Parameter]] = field(default_factory=list)  # (weight, this rank's piece)
     stacks: list[Stack] = field(default_factory=list)
@@ -83,21 +90,20 @@ def plan_group(params: Sequence[nn.Parameter], whole_matrices: bool, world: Worl
             plan.stacks.append(stack)
             owners.update({id(p): position // stack.per_rank for position, p in enumerate(same_shape)})
     for p in params:
-        owner = owners.get(id(p), -1)
-        plan.owner.append(owner)
-        plan.local_index.append(len(plan.local) if owner in (-1, rank) else None)
-        if owner >= 0:
-            plan.how.append(OWNED)
+        here = len(plan.local)
+        if id(p) in owners:
+            owner = owners[id(p)]
+            plan.placements.append(Placement(OWNED, here if owner == rank else None, owner))
             if owner == rank:
                 plan.local.append(p)
         elif size > 1 and p.numel() % size == 0 and p.numel() >= MIN_PIECE_NUMEL and p.is_contiguous():
             length = p.numel() // size
             piece = nn.Parameter(p.detach().view(-1).narrow(0, rank * length, length))  # shares p's storage
-            plan.how.append(PIECES)
+            plan.placements.append(Placement(PIECES, here))
             plan.pieces.append((p, piece))
             plan.local.append(piece)
         else:
-            plan.how.append(WHOLE)
+            plan.placements.append(Placement(WHOLE, here))
             plan.whole.append(p)
             plan.local.append(p)
     return plan
@@ -140,25 +146,25 @@ class ShardedStep:
         shares = {}
         for name, plan in self.plans.items():
             saved, state = full_state[name], {}
-            for index, (how, local_index) in enumerate(zip(plan.how, plan.local_index)):
+            for index, placed in enumerate(plan.placements):
                 entry = saved["state"].get(index)
-                if entry is None or local_index is None:
+                if entry is None or placed.local_index is None:
                     continue
-                if how == PIECES:
-                    length = plan.local[local_index].numel()
+                if placed.how == PIECES:
+                    length = plan.local[placed.local_index].numel()
                     entry = {key: value.reshape(-1).narrow(0, self.world.rank * length, length).clone()
                              if isinstance(value, Tensor) and value.ndim > 0 else value for key, value in entry.items()}
-                state[local_index] = entry
+                state[placed.local_index] = entry
             shares[name] = {"state": state, "param_groups": _one_group(saved, len(plan.local))}
         return shares
 
     def _full_group_state(self, plan: GroupPlan, saved: dict) -> dict:
         state = {}
-        for index, (how, owner, local_index) in enumerate(zip(plan.how, plan.owner, plan.local_index)):
-            entry = None if local_index is None else saved["state"].get(local_index)
-            if how == OWNED:
-                entry = self._from_owner(entry, owner, plan.params[index].device)
-            elif how == PIECES and entry is not None:
+        for index, placed in enumerate(plan.placements):
+            entry = None if placed.local_index is None else saved["state"].get(placed.local_index)
+            if placed.how == OWNED:
+                entry = self._from_owner(entry, placed.owner, plan.params[index].device)
+            elif placed.how == PIECES and entry is not None:
                 shape = plan.params[index].shape
                 entry = {key: self._gathered(value).view(shape) if isinstance(value, Tensor) and value.ndim > 0
                          else value for key, value in entry.items()}

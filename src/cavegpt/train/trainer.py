@@ -279,8 +279,9 @@ class Trainer:
         rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
         if self.on_cuda:
             rng["cuda"] = torch.cuda.get_rng_state_all()
-        return {"model": self.model.state_dict(), "optimizers": self.sharded.full_state(self.optimizers.state_dict()),
-                "config": asdict(self.config), "progress": asdict(progress),
+        optimizers = self.sharded.full_state(self.optimizers.state_dict())
+        return {"model": self.model.state_dict(), "optimizers": optimizers, "config": asdict(self.config),
+                "progress": asdict(progress),
                 "train_position": list(self.train_stream.position), "rng": rng}
 
     def restore(self, state: dict) -> Progress:
