@@ -47,7 +47,8 @@ Options of the ``record`` preset (off, and absent from the parameters, in ``seed
 Attention (:mod:`cavegpt.model.attention`) runs through FlashAttention-4 where it is installed and
 supports the GPU, FlexAttention on other GPUs and SDPA with the same mask elsewhere
 (``ModelConfig.attention``); :mod:`cavegpt.model.masks` holds the mask. The LM head, soft cap and
-loss run fused (:mod:`cavegpt.model.head_loss`, ``ModelConfig.fused_head``).
+loss run fused (:mod:`cavegpt.model.head_loss`, ``ModelConfig.fused_head``), and so can the MLP's
+ReLU² with its matmuls (:mod:`cavegpt.model.relu_square`, ``ModelConfig.fused_mlp``).
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from torch import Tensor, nn
 
 from cavegpt.model.attention import ATTENTION_BACKENDS, Attend, Documents, attention_for
 from cavegpt.model.head_loss import ahead_targets, fused_head_losses
+from cavegpt.model.relu_square import relu_square_mlp
 
 Rotate = Callable[[Tensor], Tensor]  # [B, T, H, D] → the same, rotated at the batch's positions
 
@@ -84,6 +86,7 @@ class ModelConfig:
     attention: str = "auto"  # "fa4", "flex", "sdpa" (same mask, dense); "auto": see cavegpt.model.attention
     bigram_vocab: int = 0  # rows of the bigram hash embedding (0: none)
     fused_head: bool = True  # LM head + soft cap + loss in one pass (cavegpt.model.head_loss); False: plain
+    fused_mlp: bool = False  # ReLU² inside the MLP's matmuls (cavegpt.model.relu_square); False: plain
 
     @property
     def head_dim(self) -> int:
@@ -197,12 +200,15 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, d_model: int):
+    def __init__(self, d_model: int, fused: bool = False):
         super().__init__()
         self.c_fc = init_linear(nn.Linear(d_model, 4 * d_model, bias=False))
         self.c_proj = zero_linear(4 * d_model, d_model)
+        self.fused = fused
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fused:
+            return relu_square_mlp(x, self.c_fc.weight, self.c_proj.weight)
         return self.c_proj(F.relu(self.c_fc(x)).square())
 
 
@@ -210,7 +216,7 @@ class Block(nn.Module):
     def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
         self.attn = CausalSelfAttention(config, config.value_embed_table(layer) is not None)
-        self.mlp = MLP(config.d_model)
+        self.mlp = MLP(config.d_model, config.fused_mlp)
         self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))
         self.bigram_lambda = nn.Parameter(torch.tensor(0.1)) if config.bigram_vocab else None
 

@@ -1,0 +1,80 @@
+"""The MLP ``y = relu(x · W_fcᵀ)² · W_projᵀ`` with ReLU² inside the matmuls (``ModelConfig.fused_mlp``).
+
+The plain path runs the first matmul, then a kernel that squares its output, and in the backward
+pass a matmul for ``∂post`` and a kernel that turns it into ``∂h``: each of those elementwise kernels
+moves whole ``[tokens, 4·d]`` tensors through memory (63 ms of a 1.16 s seed step on an H100,
+docs/BENCHMARKS.md). Here
+
+* forward: ``post = relu(x · W_fcᵀ)²`` comes out of the first matmul, squared in its epilogue;
+  ``y = post · W_projᵀ``;
+* backward: ``∂h = (∂y · W_proj) · 2·sqrt(post)`` comes out of one matmul, since
+  d relu(h)²/dh = 2·relu(h) = 2·sqrt(post); then ``∂W_fc = ∂hᵀ · x``, ``∂x = ∂h · W_fc`` and
+  ``∂W_proj = ∂yᵀ · post`` are plain matmuls.
+
+Only ``post`` is kept for the backward pass, as the plain path keeps ``h``. On CUDA GPUs of sm_90
+and newer with 16-bit operands the two fused matmuls are Triton kernels
+(:mod:`cavegpt.model.relu_square_triton`); elsewhere the same arithmetic runs in PyTorch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _triton_applies(t: Tensor) -> bool:
+    return (t.is_cuda and t.dtype in (torch.bfloat16, torch.float16)
+            and torch.cuda.get_device_capability(t.device) >= (9, 0))
+
+
+@torch.library.custom_op("cavegpt::relu_square_up", mutates_args=())
+def _relu_square_up(x: Tensor, w_fc: Tensor) -> Tensor:
+    """``relu(x · W_fcᵀ)²`` for ``x`` [M, d], ``W_fc`` [4d, d]."""
+    if _triton_applies(x):
+        from cavegpt.model.relu_square_triton import relu_square_matmul
+        return relu_square_matmul(x, w_fc)
+    return torch.relu(x @ w_fc.T).square()
+
+
+@_relu_square_up.register_fake
+def _(x, w_fc):
+    return x.new_empty(x.size(0), w_fc.size(0))
+
+
+@torch.library.custom_op("cavegpt::relu_square_up_backward", mutates_args=())
+def _relu_square_up_backward(grad_y: Tensor, w_proj: Tensor, post: Tensor) -> Tensor:
+    """``∂h = (∂y · W_proj) · 2·sqrt(post)`` for ``∂y`` [M, d], ``W_proj`` [d, 4d], ``post`` [M, 4d]."""
+    if _triton_applies(grad_y):
+        from cavegpt.model.relu_square_triton import relu_square_matmul
+        return relu_square_matmul(grad_y, w_proj.T.contiguous(), post)
+    return (grad_y @ w_proj) * (2 * post.sqrt())
+
+
+@_relu_square_up_backward.register_fake
+def _(grad_y, w_proj, post):
+    return torch.empty_like(post)
+
+
+class _ReluSquareMLP(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, w_fc: Tensor, w_proj: Tensor) -> Tensor:
+        post = torch.ops.cavegpt.relu_square_up(x, w_fc)
+        ctx.save_for_backward(x, w_fc, w_proj, post)
+        return post @ w_proj.T
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        x, w_fc, w_proj, post = ctx.saved_tensors
+        grad_y = grad_y.contiguous()
+        grad_h = torch.ops.cavegpt.relu_square_up_backward(grad_y, w_proj, post)
+        return grad_h @ w_fc, grad_h.T @ x, grad_y.T @ post
+
+
+def relu_square_mlp(x: Tensor, w_fc: Tensor, w_proj: Tensor) -> Tensor:
+    """``relu(x · W_fcᵀ)² · W_projᵀ`` for ``x`` [..., d]; under autocast the matmuls run in its dtype, as
+    ``nn.Linear``'s would."""
+    if torch.is_autocast_enabled(x.device.type):
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, w_fc, w_proj = x.to(dtype), w_fc.to(dtype), w_proj.to(dtype)
+    flat = x.reshape(-1, x.size(-1)).contiguous()
+    return _ReluSquareMLP.apply(flat, w_fc.contiguous(), w_proj.contiguous()).view(*x.shape[:-1], w_proj.size(0))

@@ -1,0 +1,122 @@
+"""The fused ReLU² MLP against a float64 reference, the plain MLP, torch.compile and (where there is one) Triton."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cavegpt.model.gpt import GPT, ModelConfig
+from cavegpt.model.relu_square import relu_square_mlp
+
+SMALL = dict(n_layer=4, n_head=2, d_model=32, backout_layer=2, n_value_embeds=1, vocab_size=64, max_seq_len=64,
+             attention="sdpa")
+
+
+def plain_mlp(x, w_fc, w_proj):
+    return F.linear(F.relu(F.linear(x, w_fc)).square(), w_proj)
+
+
+def test_fused_mlp_output_and_gradients_match_float64_autograd() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 5, 8, generator=generator, dtype=torch.float64, requires_grad=True)
+    w_fc = torch.randn(32, 8, generator=generator, dtype=torch.float64, requires_grad=True)
+    w_proj = torch.randn(8, 32, generator=generator, dtype=torch.float64, requires_grad=True)
+    grad_y = torch.randn(2, 5, 8, generator=generator, dtype=torch.float64)
+    fused = relu_square_mlp(x, w_fc, w_proj)
+    got = torch.autograd.grad(fused, (x, w_fc, w_proj), grad_y)
+    plain = plain_mlp(x, w_fc, w_proj)
+    expected = torch.autograd.grad(plain, (x, w_fc, w_proj), grad_y)
+    assert (plain.detach() > 0).any() and (F.linear(x, w_fc) < 0).any()  # both sides of the ReLU are crossed
+    torch.testing.assert_close(fused, plain, rtol=1e-12, atol=1e-12)
+    for name, g, e in zip(("x", "w_fc", "w_proj"), got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-10, atol=1e-10, msg=name)
+
+
+def test_a_model_with_the_fused_mlp_learns_as_the_plain_one() -> None:
+    torch.manual_seed(0)
+    plain = GPT(ModelConfig(**SMALL, fused_mlp=False))
+    for zero_at_init in (plain.lm_head.weight, *(block.mlp.c_proj.weight for block in plain.blocks)):
+        torch.nn.init.normal_(zero_at_init, std=0.1)  # so that gradients reach c_fc
+    fused = GPT(ModelConfig(**SMALL, fused_mlp=True))
+    fused.load_state_dict(plain.state_dict())
+    tokens = torch.randint(0, 64, (2, 33))
+    window = torch.tensor(16)
+    losses = []
+    for model in (plain, fused):
+        loss = model(tokens[:, :-1], window, tokens[:, 1:])
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+    for (name, p), q in zip(plain.named_parameters(), fused.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert fused.blocks[0].mlp.c_fc.weight.grad.abs().sum() > 0
+
+
+def test_fused_mlp_traces_through_torch_compile_as_two_custom_ops() -> None:
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 8, generator=generator, requires_grad=True)
+    w_fc = torch.randn(32, 8, generator=generator, requires_grad=True)
+    w_proj = torch.randn(8, 32, generator=generator, requires_grad=True)
+    compiled = torch.compile(relu_square_mlp, fullgraph=True, backend="aot_eager")
+    out = compiled(x, w_fc, w_proj)
+    out.sum().backward()
+    got = [t.grad.clone() for t in (x, w_fc, w_proj)]
+    for t in (x, w_fc, w_proj):
+        t.grad = None
+    plain_mlp(x, w_fc, w_proj).sum().backward()
+    torch.testing.assert_close(out, plain_mlp(x, w_fc, w_proj))
+    for g, t in zip(got, (x, w_fc, w_proj)):
+        torch.testing.assert_close(g, t.grad, rtol=1e-5, atol=1e-5)
+
+
+INTERPRETER_CHECK = """
+import torch, triton
+from cavegpt.model.relu_square_triton import relu_square_matmul
+generator = torch.Generator().manual_seed(2)
+a, b = torch.randn(100, 48, generator=generator), torch.randn(72, 48, generator=generator)  # ragged tiles
+config = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16}, num_stages=2, num_warps=4)
+post = relu_square_matmul(a, b, config=config)
+torch.testing.assert_close(post, torch.relu(a @ b.T).square(), rtol=1e-5, atol=1e-3)
+grad_y, w_proj_t = torch.randn(100, 24, generator=generator), torch.randn(72, 24, generator=generator)
+grad_h = relu_square_matmul(grad_y, w_proj_t, post, config=config)
+torch.testing.assert_close(grad_h, (grad_y @ w_proj_t.T) * 2 * post.sqrt(), rtol=1e-5, atol=1e-3)
+assert (post == 0).any() and (grad_h == 0).any() and (grad_h != 0).any()
+print("interpreted kernel matches")
+"""
+
+
+def test_triton_kernel_matches_pytorch_in_the_interpreter() -> None:
+    """The CUDA kernel's arithmetic (both epilogues, tiles cut by the edges), run by Triton's CPU
+    interpreter in a process of its own (the interpreter is chosen when the kernel is defined)."""
+    pytest.importorskip("triton", reason="triton is not installed (it comes with CUDA builds of PyTorch)")
+    if tuple(int(p) for p in np.__version__.split(".")[:2]) >= (2, 3):
+        pytest.skip("Triton 3.6's interpreter cannot run loops with computed bounds on NumPy >= 2.3")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", INTERPRETER_CHECK], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "interpreted kernel matches" in done.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
+                    reason="needs a CUDA GPU of sm_90 or newer: the Triton kernels (TMA) under bf16 autocast")
+def test_fused_mlp_on_the_gpu_matches_the_plain_one_under_autocast() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(4, 1024, 768, device="cuda", requires_grad=True)
+    w_fc = (torch.randn(3072, 768, device="cuda") * 0.02).requires_grad_()
+    w_proj = (torch.randn(768, 3072, device="cuda") * 0.02).requires_grad_()
+    grad_y = torch.randn(4, 1024, 768, device="cuda")
+    results = []
+    for mlp in (relu_square_mlp, plain_mlp):
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            y = mlp(x, w_fc, w_proj)
+        results.append((y.float(), *torch.autograd.grad(y, (x, w_fc, w_proj), grad_y.to(y.dtype))))
+    for name, got, expected in zip(("y", "x", "w_fc", "w_proj"), *results):
+        assert got.dtype == expected.dtype, name
+        error = ((got.float() - expected.float()).norm() / expected.float().norm()).item()
+        assert error < 1e-2, f"{name}: relative error {error:.2e}"  # bf16 operands, fp32 accumulation
