@@ -43,7 +43,9 @@ def main() -> None:
     xb, fc, proj = x.detach().bfloat16(), w_fc.detach().bfloat16(), w_proj.detach().bfloat16()
     post = relu_square_triton.relu_square_matmul(xb, fc)
     proj_t = proj.T.contiguous()
-    print("autotuned tile:", relu_square_triton.chosen_config(xb, fc), flush=True)
+    relu_square_triton.relu_square_matmul(grad_y, proj_t, post)
+    print("autotuned tiles: forward", relu_square_triton.chosen_config(xb, fc), "| backward",
+          relu_square_triton.chosen_config(grad_y, proj_t, backward=True), flush=True)
     rows.append(("cuBLAS x·W_fcᵀ alone", do_bench(lambda: xb @ fc.T, warmup=25, rep=200, return_mode="median")))
     rows.append(("fused forward kernel", do_bench(lambda: relu_square_triton.relu_square_matmul(xb, fc),
                                                   warmup=25, rep=200, return_mode="median")))

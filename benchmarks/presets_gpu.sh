@@ -2,15 +2,15 @@
 # Issue 18: every GPU preset in one device call: peak memory under its card's cap, tokens/s at the final
 # window (record presets at their last stage), compile + warm-up on empty caches (cold) and again on the
 # caches that run left (warm). The presets are dealt round-robin over the GPUs, one lane per GPU, so a
-# 4-GPU machine (nvidia-h100-x4) finishes in one 600 s call. Consumer-card presets run Flex, as on
-# those cards; h100, seed and record run whatever attention=auto picks there.
+# 4-GPU machine (nvidia-h100-x4) finishes in one 600 s call. Consumer-card presets run Flex and the plain
+# MLP, as on those cards; h100, seed and record run whatever attention=auto and fused_mlp pick there.
 # Usage (device, repo root): bash benchmarks/presets_gpu.sh   (figures under $OUT; table printed last)
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-presets
 # preset, cap in GiB (0: none), extra arguments
-presets=("h100 0" "seed 0" "record 0 --at-step 1900" "4090 22 attention=flex" "16gb 14.5 attention=flex"
-         "12gb 10.5 attention=flex" "record-24gb 22 --at-step 1900 attention=flex"
-         "record-16gb 14.5 --at-step 1900 attention=flex")
+consumer="attention=flex fused_mlp=false"
+presets=("h100 0" "seed 0" "record 0 --at-step 1900" "4090 22 $consumer" "16gb 14.5 $consumer" "12gb 10.5 $consumer"
+         "record-24gb 22 --at-step 1900 $consumer" "record-16gb 14.5 --at-step 1900 $consumer")
 lanes=$(nvidia-smi -L | wc -l)
 # the first compile on a fresh machine took 187-191 s whatever the preset (2026-11-26): time a tiny compiled
 # function first, on empty caches, to see how much of that is the machine's own cold start

@@ -58,6 +58,24 @@ def test_a_model_with_the_fused_mlp_learns_as_the_plain_one() -> None:
     assert fused.blocks[0].mlp.c_fc.weight.grad.abs().sum() > 0
 
 
+def test_the_fused_mlp_runs_only_where_a_backward_pass_does_and_the_kernels_exist(monkeypatch) -> None:
+    from cavegpt.model import gpt, relu_square
+    calls = []
+    monkeypatch.setattr(gpt, "relu_square_mlp", lambda *args: calls.append(1) or relu_square_mlp(*args))
+    model = GPT(ModelConfig(**SMALL))
+    assert model.config.fused_mlp  # the default
+    tokens, window = torch.randint(0, 64, (1, 17)), torch.tensor(16)
+    with torch.no_grad():
+        model(tokens[:, :-1], window)
+    assert calls == []  # inference: the plain MLP
+    model(tokens[:, :-1], window, tokens[:, 1:])
+    assert len(calls) == SMALL["n_layer"]
+    for capability, runs in (((8, 9), False), ((9, 0), True), ((12, 0), True)):
+        monkeypatch.setattr(relu_square.torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert relu_square.fused_mlp_runs_on(torch.device("cuda")) is runs, capability
+    assert relu_square.fused_mlp_runs_on(torch.device("cpu"))
+
+
 def test_fused_mlp_traces_through_torch_compile_as_two_custom_ops() -> None:
     generator = torch.Generator().manual_seed(1)
     x = torch.randn(6, 8, generator=generator, requires_grad=True)

@@ -64,7 +64,7 @@ from torch import Tensor, nn
 
 from cavegpt.model.attention import ATTENTION_BACKENDS, Attend, Documents, attention_for
 from cavegpt.model.head_loss import ahead_targets, fused_head_losses
-from cavegpt.model.relu_square import relu_square_mlp
+from cavegpt.model.relu_square import fused_mlp_runs_on, relu_square_mlp
 
 Rotate = Callable[[Tensor], Tensor]  # [B, T, H, D] → the same, rotated at the batch's positions
 
@@ -86,7 +86,7 @@ class ModelConfig:
     attention: str = "auto"  # "fa4", "flex", "sdpa" (same mask, dense); "auto": see cavegpt.model.attention
     bigram_vocab: int = 0  # rows of the bigram hash embedding (0: none)
     fused_head: bool = True  # LM head + soft cap + loss in one pass (cavegpt.model.head_loss); False: plain
-    fused_mlp: bool = False  # ReLU² inside the MLP's matmuls (cavegpt.model.relu_square); False: plain
+    fused_mlp: bool = True  # ReLU² inside the MLP's matmuls when training (cavegpt.model.relu_square); False: plain
 
     @property
     def head_dim(self) -> int:
@@ -207,7 +207,8 @@ class MLP(nn.Module):
         self.fused = fused
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.fused:
+        # the fusion pays where a backward pass runs; inference (and GPUs without the kernels) take the plain MLP
+        if self.fused and torch.is_grad_enabled() and fused_mlp_runs_on(x.device):
             return relu_square_mlp(x, self.c_fc.weight, self.c_proj.weight)
         return self.c_proj(F.relu(self.c_fc(x)).square())
 
