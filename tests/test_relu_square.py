@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -70,9 +71,10 @@ def test_the_fused_mlp_runs_only_where_a_backward_pass_does_and_the_kernels_exis
     assert calls == []  # inference: the plain MLP
     model(tokens[:, :-1], window, tokens[:, 1:])
     assert len(calls) == SMALL["n_layer"]
-    for capability, runs in (((8, 9), False), ((9, 0), True), ((12, 0), True)):
-        monkeypatch.setattr(relu_square.torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
-        assert relu_square.fused_mlp_runs_on(torch.device("cuda")) is runs, capability
+    for (major, minor), runs in (((8, 9), False), ((9, 0), True), ((12, 0), True)):
+        card = types.SimpleNamespace(major=major, minor=minor)
+        monkeypatch.setattr(relu_square.torch.cuda, "get_device_properties", lambda device=None, card=card: card)
+        assert relu_square.fused_mlp_runs_on(torch.device("cuda")) is runs, (major, minor)
     assert relu_square.fused_mlp_runs_on(torch.device("cpu"))
 
 

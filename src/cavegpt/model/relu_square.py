@@ -25,8 +25,10 @@ from torch import Tensor
 
 def fused_mlp_runs_on(device: torch.device) -> bool:
     """CUDA GPUs of sm_90 and newer (the Triton kernels), and the CPU (the same arithmetic in PyTorch);
-    on older GPUs a fused MLP without the kernels would only be slower than the plain one."""
-    return device.type != "cuda" or torch.cuda.get_device_capability(device) >= (9, 0)
+    on older GPUs a fused MLP without the kernels would only be slower than the plain one. (Called inside
+    the compiled forward: torch.compile folds ``get_device_properties`` to a constant, not
+    ``get_device_capability``.)"""
+    return device.type != "cuda" or torch.cuda.get_device_properties(device).major >= 9
 
 
 def _triton_applies(t: Tensor) -> bool:
