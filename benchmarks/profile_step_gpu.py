@@ -1,4 +1,5 @@
-"""Where one optimizer step of a preset spends GPU time now: torch.profiler over 2 steps, kernels grouped by kind.
+"""Where one optimizer step of a preset spends GPU time now: torch.profiler over 2 steps, kernels grouped by kind,
+then the GPU's idle gaps between kernels (the host not keeping up), largest first, with the kernels around them.
 
 Usage (device, repo root): PYTHONPATH=src python benchmarks/profile_step_gpu.py PRESET [key=value ...]
 (synthetic shards with FineWeb-like documents are written to a temp folder)
@@ -15,6 +16,7 @@ from cavegpt.data.synthetic import write_synthetic
 from cavegpt.train.trainer import Trainer
 
 GROUPS = (("flash", "attention (FA4)"), ("flex", "attention (Flex)"), ("softcapped_ce", "head loss kernel"),
+          ("relu_square", "fused MLP matmuls (Triton)"),
           ("gemm", "matmul"), ("nvjet", "matmul"), ("cutlass", "matmul"), ("sm90", "matmul"),
           ("newton", "optimizer"), ("triton", "fused elementwise (inductor)"))
 
@@ -47,6 +49,20 @@ def main() -> None:
     print("top kernels:")
     for e in sorted(kernels, key=lambda e: -e.device_time_total)[:25]:
         print(f"  {e.device_time_total / 2 / 1000:8.2f} ms  {e.count // 2:5d}×  {e.key[:110]}")
+    print_gaps(prof)
+
+
+def print_gaps(prof) -> None:
+    """The GPU's idle time between consecutive kernels, per step, and the 15 largest gaps."""
+    launched = sorted((e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA),
+                      key=lambda e: e.time_range.start)
+    gaps = [(after.time_range.start - before.time_range.end, before.name, after.name)
+            for before, after in zip(launched, launched[1:]) if after.time_range.start > before.time_range.end]
+    span = launched[-1].time_range.end - launched[0].time_range.start
+    print(f"GPU idle between kernels: {sum(g for g, _, _ in gaps) / 2 / 1000:.1f} ms per step "
+          f"({len(gaps) // 2} gaps; {span / 2 / 1000:.1f} ms from first kernel to last, per step)")
+    for gap, before, after in sorted(gaps, reverse=True)[:15]:
+        print(f"  {gap / 1000:7.2f} ms  after {before[:60]}  before {after[:60]}")
 
 
 if __name__ == "__main__":

@@ -91,6 +91,7 @@ def test_unknown_key_lists_the_valid_ones() -> None:
     ("batch_ramp=1,0", "batch_ramp=(1, 0) must be >= 1"),
     ("ns_coefficients=cubic", "choose one of quintic, polar_express"),
     ("bigram_vocab=1", "0 (off) or at least 2 rows"),
+    ("seq_len=8192", "data.seq_len=8192 exceeds model.max_seq_len=4096, the rotary table's length"),
 ])
 def test_bad_values_are_refused_with_a_message(override: str, needle: str) -> None:
     with pytest.raises(ConfigError, match=None) as error:

@@ -49,6 +49,9 @@ class Config:
         if self.optim.cooldown_iters + self.optim.warmup_iters > self.train.num_iterations:
             raise ConfigError(f"warmup_iters + cooldown_iters ({self.optim.warmup_iters} + "
                               f"{self.optim.cooldown_iters}) exceed num_iterations={self.train.num_iterations}")
+        if self.data.seq_len > self.model.max_seq_len:
+            raise ConfigError(f"data.seq_len={self.data.seq_len} exceeds model.max_seq_len={self.model.max_seq_len}, "
+                              "the rotary table's length: raise max_seq_len to at least seq_len")
         ramp, multipliers = self.train.batch_ramp, self.optim.stage_lr_multipliers
         if ramp and multipliers and len(ramp) != len(multipliers):
             raise ConfigError(f"train.batch_ramp {ramp} and optim.stage_lr_multipliers {multipliers} must name "
