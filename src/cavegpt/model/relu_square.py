@@ -32,8 +32,7 @@ def fused_mlp_runs_on(device: torch.device) -> bool:
 
 
 def _triton_applies(t: Tensor) -> bool:
-    return (t.is_cuda and t.dtype in (torch.bfloat16, torch.float16)
-            and torch.cuda.get_device_capability(t.device) >= (9, 0))
+    return t.is_cuda and t.dtype in (torch.bfloat16, torch.float16) and fused_mlp_runs_on(t.device)
 
 
 @torch.library.custom_op("cavegpt::relu_square_up", mutates_args=())
