@@ -1,5 +1,5 @@
 # Sourced by the GPU scripts: output folder ($1, else $OUT, else the default given), PYTHONPATH,
-# the textmix globs, and what GPU and library versions the figures come from (gpu.txt).
+# the textmix globs, what GPU and library versions the figures come from (gpu.txt), and the FA4 wheel steps.
 # Usage inside a script: source "$(dirname "$0")/gpu_env.sh" "${1:-}" /tmp/cavegpt-bench
 out=${1:-${OUT:-$2}}
 mkdir -p "$out"
@@ -8,3 +8,17 @@ data=${TEXTMIX:-.devdata/textmix}
 textmix_globs=(train_glob="$data/textmix_train_*.bin" val_glob="$data/textmix_val_*.bin")
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$out/gpu.txt"
+# FlashAttention-4 as wheels (issue 16): the split -libs-cu13 wheel travels in two calls on one warm machine.
+site=/tmp/site
+fa4_path="$site:$site/nvidia_cutlass_dsl/dsl_packages"  # what the cutlass wheel's .pth adds, which --target skips
+[ -d "$site/flash_attn" ] && export PYTHONPATH="src:$fa4_path"
+park_fa4_half() {  # first call: carry .whl/cu13a, park it in /tmp
+    mkdir -p /tmp/fa4parts && cp .whl/cu13a/* /tmp/fa4parts/
+}
+install_fa4() {  # a later call on the same machine: carry .whl/fa4; installs into $site and puts it on PYTHONPATH
+    local cu13=/tmp/nvidia_cutlass_dsl_libs_cu13-4.8.1-cp312-cp312-manylinux_2_28_x86_64.whl
+    cat /tmp/fa4parts/cu13.part.aa .whl/fa4/cu13.part.ab > "$cu13"
+    python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/fa4/*.whl "$cu13" \
+        2>&1 | tail -3
+    export PYTHONPATH="src:$fa4_path"
+}

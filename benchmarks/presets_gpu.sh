@@ -12,13 +12,9 @@ consumer="attention=flex fused_mlp=false"
 presets=("h100 0" "seed 0" "record 0 --at-step 1900" "4090 22 $consumer" "16gb 14.5 $consumer" "12gb 10.5 $consumer"
          "record-24gb 22 --at-step 1900 $consumer" "record-16gb 14.5 --at-step 1900 $consumer")
 lanes=$(nvidia-smi -L | wc -l)
-# the first compile on a fresh machine took 187-191 s whatever the preset (2026-11-26): time a tiny compiled
-# function first, on empty caches, to see how much of that is the machine's own cold start
-TORCHINDUCTOR_CACHE_DIR=/tmp/cache/first/inductor TRITON_CACHE_DIR=/tmp/cache/first/triton python -c "
-import time; t = time.perf_counter(); import torch; imported = time.perf_counter() - t
-f = torch.compile(lambda x: torch.relu(x) * 2); f(torch.ones(8, device='cuda')); torch.cuda.synchronize()
-print(f'first compile on this machine: import torch {imported:.1f} s, a one-op function {time.perf_counter() - t - imported:.1f} s')
-" 2>&1 | tee "$out/first_compile.txt"
+# A fresh machine's own start-up (imports, CUDA, inductor, a first compile) is 13-15 s
+# (benchmarks/first_compile_gpu.py, docs/BENCHMARKS.md session 7), so the 187-191 s first compiles of
+# session 5 lie in the presets or their caps: the cold runs log every recompile and its reason.
 lane() {  # GPU index: its share of the presets, each cold then warm
     local gpu=$1 i
     for ((i = gpu; i < ${#presets[@]}; i += lanes)); do
@@ -26,7 +22,8 @@ lane() {  # GPU index: its share of the presets, each cold then warm
         local name=$1 cap=$2; shift 2
         local limit=(); [ "$cap" != 0 ] && limit=(--memory-limit-gib "$cap")
         for run in cold warm; do
-            CUDA_VISIBLE_DEVICES=$gpu TORCHINDUCTOR_CACHE_DIR=/tmp/cache/$name/inductor \
+            local logs=""; [ $run = cold ] && logs=recompiles
+            TORCH_LOGS=$logs CUDA_VISIBLE_DEVICES=$gpu TORCHINDUCTOR_CACHE_DIR=/tmp/cache/$name/inductor \
             TRITON_CACHE_DIR=/tmp/cache/$name/triton python -m cavegpt bench --preset "$name" --synthetic \
                 --steps 5 --window 1792 "${limit[@]}" "$@" > "$out/${name}_$run.txt" 2>&1
         done

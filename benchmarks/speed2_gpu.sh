@@ -11,9 +11,6 @@ set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed2
 baseline=.devdata/baseline/src
-site=/tmp/site
-fa4_path="$site:$site/nvidia_cutlass_dsl/dsl_packages"  # what the cutlass wheel's .pth adds, which --target skips
-[ -d "$site/flash_attn" ] && export PYTHONPATH="src:$fa4_path"
 bench() {  # who (baseline|new), log name, bench arguments...
     local who=$1 name=$2; shift 2
     local path=src; [ "$who" = baseline ] && path=$baseline
@@ -22,17 +19,14 @@ bench() {  # who (baseline|new), log name, bench arguments...
 }
 case $stage in
 head)
-    mkdir -p /tmp/fa4parts && cp .whl/cu13a/* /tmp/fa4parts/
+    park_fa4_half
     python -m pytest -q -rs tests/test_head_loss.py tests/test_attention.py 2>&1 | tail -5 | tee "$out/gpu_tests.txt"
     python benchmarks/head_loss_gpu.py 2>&1 | tee "$out/head_loss.txt" | tail -16
     bench new seed_fused_flex --preset seed --synthetic --steps 20 --window 1792 --window 128 attention=flex
     ;;
 fa4)
-    cat /tmp/fa4parts/cu13.part.aa .whl/fa4/cu13.part.ab > /tmp/nvidia_cutlass_dsl_libs_cu13-4.8.1-cp312-cp312-manylinux_2_28_x86_64.whl
+    install_fa4
     md5sum /tmp/nvidia_cutlass_dsl_libs_cu13-*.whl
-    python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/fa4/*.whl \
-        /tmp/nvidia_cutlass_dsl_libs_cu13-*.whl 2>&1 | tail -3
-    export PYTHONPATH="src:$fa4_path"
     python -c "import flash_attn.cute.interface; print('flash_attn.cute imported')" 2>&1 | tail -3
     python -m pytest -q -rs tests/test_attention.py 2>&1 | tail -5 | tee "$out/gpu_tests_fa4.txt"
     bench baseline seed_baseline --preset seed --synthetic --steps 20 --window 1792 --window 128

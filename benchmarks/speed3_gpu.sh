@@ -14,9 +14,6 @@
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed3
-site=/tmp/site
-fa4_path="$site:$site/nvidia_cutlass_dsl/dsl_packages"  # what the cutlass wheel's .pth adds, which --target skips
-[ -d "$site/flash_attn" ] && export PYTHONPATH="src:$fa4_path"
 bench() {  # log name, bench arguments...
     local name=$1; shift
     python -m cavegpt bench "$@" > "$out/$name.txt" 2>&1
@@ -32,23 +29,20 @@ warm() {  # cache of run, log name, bench arguments...: on the caches that run l
 last=(--synthetic --steps 5 --window 1792 --at-step 1900)
 case $stage in
 compile)
-    mkdir -p /tmp/fa4parts && cp .whl/cu13a/* /tmp/fa4parts/
+    park_fa4_half
     cold record-24gb --preset record-24gb "${last[@]}" --memory-limit-gib 22 attention=flex
     warm record-24gb record-24gb_warm --preset record-24gb "${last[@]}" --memory-limit-gib 22 attention=flex
     cold 4090 --preset 4090 "${last[@]}" --memory-limit-gib 22 attention=flex
     ;;
 fit)
-    mkdir -p /tmp/fa4parts && cp .whl/cu13a/* /tmp/fa4parts/
+    park_fa4_half
     cold 16gb --preset 16gb "${last[@]}" --memory-limit-gib 14.5 attention=flex
     cold record-16gb --preset record-16gb "${last[@]}" --memory-limit-gib 14.5 attention=flex
     cold 12gb --preset 12gb "${last[@]}" --memory-limit-gib 10.5 attention=flex
     cold record-24gb --preset record-24gb "${last[@]}" --memory-limit-gib 22 attention=flex
     ;;
 h100)
-    cat /tmp/fa4parts/cu13.part.aa .whl/fa4/cu13.part.ab > /tmp/nvidia_cutlass_dsl_libs_cu13-4.8.1-cp312-cp312-manylinux_2_28_x86_64.whl
-    python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/fa4/*.whl \
-        /tmp/nvidia_cutlass_dsl_libs_cu13-*.whl 2>&1 | tail -3
-    export PYTHONPATH="src:$fa4_path"
+    install_fa4
     cold seed_32k --preset seed --synthetic --steps 10 --window 1792
     cold seed_65k --preset seed --synthetic --steps 10 --window 1792 seq_len=65536 grad_accum=8
     cold seed_32k_warm --preset seed --synthetic --steps 10 --window 1792

@@ -10,8 +10,6 @@
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed5
-site=/tmp/site
-fa4_path="$site:$site/nvidia_cutlass_dsl/dsl_packages"  # what the cutlass wheel's .pth adds, which --target skips
 bench() {  # code (src or another src folder), log name, bench arguments...
     local code=$1 name=$2; shift 2
     PYTHONPATH="$code${PYTHONPATH#src}" python -m cavegpt bench --synthetic --steps 10 --window 1792 "$@" \
@@ -20,19 +18,16 @@ bench() {  # code (src or another src folder), log name, bench arguments...
 }
 case $stage in
 park)
-    mkdir -p /tmp/fa4parts && cp .whl/cu13a/* /tmp/fa4parts/
+    park_fa4_half
     python benchmarks/profile_step_gpu.py seed attention=flex > "$out/profile_seed.txt" 2>&1
     grep -vE "Warning|warn" "$out/profile_seed.txt" | head -60
     bench src h100_65k --preset h100 attention=flex
     bench src h100_131k --preset h100 attention=flex seq_len=131072 grad_accum=4 max_seq_len=131072
     ;;
 bars)
-    cat /tmp/fa4parts/cu13.part.aa .whl/fa4/cu13.part.ab > /tmp/nvidia_cutlass_dsl_libs_cu13-4.8.1-cp312-cp312-manylinux_2_28_x86_64.whl
-    python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/fa4/*.whl \
-        /tmp/nvidia_cutlass_dsl_libs_cu13-*.whl 2>&1 | tail -3
+    install_fa4
     bench .devdata/baseline/src baseline_seed --preset seed
     bench .devdata/baseline/src baseline_record --preset record --at-step 1900
-    export PYTHONPATH="src:$fa4_path"
     bench src new_seed --preset seed
     bench src new_h100 --preset h100
     bench src new_record --preset record --at-step 1900
