@@ -1,5 +1,5 @@
 # Sourced by the GPU scripts: output folder ($1, else $OUT, else the default given), PYTHONPATH,
-# the textmix globs, what GPU and library versions the figures come from (gpu.txt), and the FA4 wheel steps.
+# the textmix globs, the `bench` helper, what GPU and library versions the figures come from (gpu.txt), and the FA4 wheel steps.
 # Usage inside a script: source "$(dirname "$0")/gpu_env.sh" "${1:-}" /tmp/cavegpt-bench
 out=${1:-${OUT:-$2}}
 mkdir -p "$out"
@@ -21,4 +21,9 @@ install_fa4() {  # a later call on the same machine: carry .whl/fa4; installs in
     python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/fa4/*.whl "$cu13" \
         2>&1 | tail -3
     export PYTHONPATH="src:$fa4_path"
+}
+bench() {  # log name, `cavegpt bench` arguments...: its output in $out/NAME.txt, the summary lines printed
+    local name=$1; shift
+    python -m cavegpt bench "$@" > "$out/$name.txt" 2>&1
+    echo "== $name"; grep -E "^device|^compile|^ *1792 |Error" "$out/$name.txt" || tail -5 "$out/$name.txt"
 }

@@ -14,11 +14,6 @@
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed3
-bench() {  # log name, bench arguments...
-    local name=$1; shift
-    python -m cavegpt bench "$@" > "$out/$name.txt" 2>&1
-    echo "== $name"; grep -E "^device|^compile|^ *1792 |Error" "$out/$name.txt" || tail -5 "$out/$name.txt"
-}
 cold() {  # log name, bench arguments...: with compile caches of its own, empty at the start
     TORCHINDUCTOR_CACHE_DIR=/tmp/cold/$1/inductor TRITON_CACHE_DIR=/tmp/cold/$1/triton bench "$@"
 }

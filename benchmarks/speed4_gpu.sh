@@ -15,11 +15,6 @@ if [ "$stage" = mlp ]; then
     done
 fi
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed4
-bench() {  # log name, bench arguments...
-    local name=$1; shift
-    python -m cavegpt bench "$@" > "$out/$name.txt" 2>&1
-    echo "== $name"; grep -E "^compile|^ *1792 |Error" "$out/$name.txt" || tail -5 "$out/$name.txt"
-}
 case $stage in
 mlp)
     python -m pytest -q -p no:cacheprovider tests/test_relu_square.py tests/test_head_loss.py 2>&1 | tail -3 \

@@ -85,10 +85,10 @@ def seed_layout(seq_len: int) -> Config:
 
 
 def h100_preset() -> Config:
-    """The seed's recipe in 8 × 65,536-token micro-batches for 80 GB cards: peak 33.5 GiB.
+    """The seed's recipe in 8 × 65,536-token micro-batches for 80 GB cards: peak 29.0 GiB (33.5 with the plain MLP).
 
-    2.9 % more tokens/s than the seed's 16 × 32,768 on an H100 with FA4, and the same val loss after
-    300 steps on textmix (2.1538 vs 2.1554), measured on one machine (docs/BENCHMARKS.md, 2026-11-26).
+    2.6–2.9 % more tokens/s than the seed's 16 × 32,768 on an H100 with FA4, and the same val loss after
+    300 steps on textmix (2.1538 vs 2.1554), each measured on one machine (docs/BENCHMARKS.md, 2026-11-26).
     """
     return seed_layout(65536)
 
