@@ -23,7 +23,7 @@ install_fa4() {  # a later call on the same machine: carry .whl/fa4; installs in
     export PYTHONPATH="src:$fa4_path"
 }
 bench() {  # log name, `cavegpt bench` arguments...: its output in $out/NAME.txt, the summary lines printed
-    local name=$1; shift
-    python -m cavegpt bench "$@" > "$out/$name.txt" 2>&1
+    local name=$1; shift  # (CAVEGPT=... names another command line that takes cavegpt's arguments)
+    ${CAVEGPT:-python -m cavegpt} bench "$@" > "$out/$name.txt" 2>&1
     echo "== $name"; grep -E "^device|^compile|^ *1792 |Error" "$out/$name.txt" || tail -5 "$out/$name.txt"
 }

@@ -32,10 +32,10 @@ lane() {  # GPU index: its share of the presets, each cold then warm
             local logs=() limit_s; limit_s=$(seconds_for 90)  # (an empty TORCH_LOGS stops torch at import)
             [ $run = cold ] && logs=(TORCH_LOGS=recompiles) limit_s=$(seconds_for 220)
             [ "$limit_s" -lt 45 ] && return
-            CUDA_VISIBLE_DEVICES=$gpu timeout "$limit_s" \
-            env "${logs[@]}" TORCHINDUCTOR_CACHE_DIR=/tmp/cache/$name/inductor TRITON_CACHE_DIR=/tmp/cache/$name/triton \
-            python -m cavegpt bench --preset "$name" --synthetic \
-                --steps 3 --window 1792 "${limit[@]}" "$@" > "$out/${name}_$run.txt" 2>&1
+            CUDA_VISIBLE_DEVICES=$gpu timeout "$limit_s" env "${logs[@]}" \
+                TORCHINDUCTOR_CACHE_DIR=/tmp/cache/$name/inductor TRITON_CACHE_DIR=/tmp/cache/$name/triton \
+                python -m cavegpt bench --preset "$name" --synthetic --steps 3 --window 1792 "${limit[@]}" "$@" \
+                > "$out/${name}_$run.txt" 2>&1
         done
     done
 }
@@ -49,4 +49,5 @@ for entry in "${presets[@]}"; do
     warm=$(grep -oP "compile \+ warm-up: \K[0-9.]+" "$out/$1_warm.txt" 2>/dev/null)
     printf '%-12s %6s %10s %9s %9s %9s\n' "$1" "$2" "${tps:--}" "${peak:--}" "${cold:--}" "${warm:--}"
 done | tee "$out/presets.txt"
-mkdir -p "${OUT:-/tmp}" && cp "$out/presets.txt" "$out/gpu.txt" "${OUT:-/tmp}/" && tar czf "${OUT:-/tmp}/logs.tar.gz" -C "$out" .
+back=${OUT:-/tmp}
+mkdir -p "$back" && cp "$out/presets.txt" "$out/gpu.txt" "$back/" && tar czf "$back/logs.tar.gz" -C "$out" .

@@ -14,17 +14,25 @@ from torch import Tensor
 
 # (block, warps): picked by benchmarks/head_loss_gpu.py on an H100 (docs/BENCHMARKS.md)
 BLOCK_SIZE, NUM_WARPS = 2048, 8
+# tanh as the GPU's one-instruction approximation (PTX tanh.approx.f32, relative error ≈ 2⁻¹¹, well under
+# the bf16 rounding of the logits) instead of 2·σ(2x) − 1 (an exp and a reciprocal): the kernel spends
+# most of its time in the special-function units, six calls per logit. Off until benchmarks/head_loss_gpu.py
+# shows it wins on an H100; Triton's CPU interpreter cannot run it.
+APPROX_TANH = False
 
 
 @triton.jit
-def _tanh(x):
+def _tanh(x, APPROX: tl.constexpr):
+    if APPROX:
+        return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
+                                         pack=1)
     return 2 * tl.sigmoid(2 * x) - 1
 
 
 @triton.jit
 def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, VOCAB: tl.constexpr,
                         HORIZON: tl.constexpr, HORIZON_P2: tl.constexpr, BLOCK: tl.constexpr,
-                        WITH_GRAD: tl.constexpr):
+                        WITH_GRAD: tl.constexpr, APPROX_TANH: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     row_logits = logits_ptr + row * VOCAB
     cols = tl.arange(0, BLOCK)
@@ -33,14 +41,14 @@ def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, V
     for start in range(0, VOCAB, BLOCK):
         inside = start + cols < VOCAB
         raw = tl.load(row_logits + start + cols, mask=inside, other=0.0).to(tl.float32)
-        terms += tl.where(inside, tl.exp(softcap * _tanh(raw / softcap) - softcap), 0.0)
+        terms += tl.where(inside, tl.exp(softcap * _tanh(raw / softcap, APPROX_TANH) - softcap), 0.0)
     lse = softcap + tl.log(tl.sum(terms, axis=0))
 
     ks = tl.arange(0, HORIZON_P2)
     ahead = tl.load(ahead_ptr + row * HORIZON + ks, mask=ks < HORIZON, other=-1)
     valid = ahead >= 0
     picked = tl.load(row_logits + tl.where(valid, ahead, 0)).to(tl.float32)
-    losses = tl.where(valid, lse - softcap * _tanh(picked / softcap), 0.0)
+    losses = tl.where(valid, lse - softcap * _tanh(picked / softcap, APPROX_TANH), 0.0)
     tl.store(losses_ptr + row * HORIZON + ks, losses, mask=ks < HORIZON)
 
     if WITH_GRAD:
@@ -50,7 +58,8 @@ def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, V
         for start in range(0, VOCAB, BLOCK):
             offsets = start + cols
             inside = offsets < VOCAB
-            squashed = _tanh(tl.load(row_logits + offsets, mask=inside, other=0.0).to(tl.float32) / softcap)
+            raw = tl.load(row_logits + offsets, mask=inside, other=0.0).to(tl.float32)
+            squashed = _tanh(raw / softcap, APPROX_TANH)
             probs = tl.exp(softcap * squashed - lse)
             hits = tl.sum(tl.where(offsets[:, None] == ahead[None, :], coefs[None, :], 0.0), axis=1)
             grad = (total * probs - hits) * (1 - squashed * squashed)
@@ -58,16 +67,19 @@ def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, V
 
 
 def triton_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: float, with_grad: bool,
-                              block: int | None = None, num_warps: int | None = None) -> Tensor:
+                              block: int | None = None, num_warps: int | None = None,
+                              approx_tanh: bool | None = None) -> Tensor:
     """See :func:`cavegpt.model.head_loss.rows_loss_and_grad`; ``logits`` must be contiguous.
 
-    ``block`` and ``num_warps`` default to the module's ``BLOCK_SIZE`` and ``NUM_WARPS``.
+    ``block``, ``num_warps`` and ``approx_tanh`` default to the module's ``BLOCK_SIZE``, ``NUM_WARPS`` and
+    ``APPROX_TANH``.
     """
     block, num_warps = block or BLOCK_SIZE, num_warps or NUM_WARPS
+    approx_tanh = APPROX_TANH if approx_tanh is None else approx_tanh
     n, vocab = logits.shape
     horizon = ahead.size(1)
     losses = torch.empty(n, horizon, dtype=torch.float32, device=logits.device)
     _softcapped_ce_rows[(n,)](logits, ahead.contiguous(), coefs.contiguous(), losses, softcap, VOCAB=vocab,
                               HORIZON=horizon, HORIZON_P2=triton.next_power_of_2(horizon), BLOCK=block,
-                              WITH_GRAD=with_grad, num_warps=num_warps)
+                              WITH_GRAD=with_grad, APPROX_TANH=approx_tanh, num_warps=num_warps)
     return losses

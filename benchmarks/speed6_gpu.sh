@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Issues 16 and 18, the GPU work planned in session 8, in stages of one device call each (one H100 kept warm
+# between calls, so /tmp, the FA4 install and the inductor cache carry over):
+#   head:    parks the first half of the split FA4 wheel (carry .whl/cu13a); the head's GPU tests;
+#            benchmarks/head_loss_gpu.py (the row kernel's tanh exact vs PTX's tanh.approx, chunks, blocks);
+#            seed and record (last stage) with the approximate tanh off / on (Flex).
+#   fa4:     installs FA4 (carry .whl/fa4); the h100 preset's 8 × 65,536 against 4 × 131,072; seed and record
+#            with the approximate tanh on.
+#   learn:   300-step seed runs on textmix (carry .devdata/textmix): the approximate tanh off / on.
+#   compile: where the cold compile of the presets in 16,384-token micro-batches goes
+#            (benchmarks/compile_probe_gpu.py: 16gb, then record-24gb at its last stage's shapes).
+# Usage (device, repo root): bash benchmarks/speed6_gpu.sh head|fa4|learn|compile   (figures under $OUT)
+set -uo pipefail
+stage=$1
+source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed6
+synthetic=(--synthetic --steps 10 --window 1792)
+approx="python benchmarks/approx_tanh_cli.py"
+case $stage in
+head)
+    park_fa4_half
+    python -m pytest -q -p no:cacheprovider tests/test_head_loss.py 2>&1 | tail -3 | tee "$out/gpu_tests.txt"
+    python benchmarks/head_loss_gpu.py > "$out/head_loss.txt" 2>&1; tail -16 "$out/head_loss.txt"
+    bench seed_exact --preset seed "${synthetic[@]}" attention=flex
+    CAVEGPT=$approx bench seed_approx --preset seed "${synthetic[@]}" attention=flex
+    bench record_exact --preset record "${synthetic[@]}" --at-step 1900 attention=flex
+    CAVEGPT=$approx bench record_approx --preset record "${synthetic[@]}" --at-step 1900 attention=flex
+    ;;
+fa4)
+    install_fa4
+    bench h100_65k --preset h100 "${synthetic[@]}"
+    bench h100_131k --preset h100 "${synthetic[@]}" seq_len=131072 grad_accum=4 max_seq_len=131072
+    CAVEGPT=$approx bench seed_approx_fa4 --preset seed "${synthetic[@]}"
+    CAVEGPT=$approx bench record_approx_fa4 --preset record "${synthetic[@]}" --at-step 1900
+    ;;
+learn)
+    for tanh in exact approx; do
+        cli="python -m cavegpt"; [ $tanh = approx ] && cli=$approx
+        $cli train --preset seed "${textmix_globs[@]}" val_tokens=2097152 save_checkpoint=false \
+            num_iterations=300 cooldown_iters=110 val_every=25 log_every=25 grad_accum=2 \
+            log_dir=/tmp/cavegpt-speed6-runs run_id="seed300_tanh_$tanh" > "$out/train_seed300_tanh_$tanh.txt" 2>&1
+        echo "== tanh $tanh"; grep -E "warm-up|val_loss" "$out/train_seed300_tanh_$tanh.txt" | tail -3
+    done
+    ;;
+compile)
+    python benchmarks/compile_probe_gpu.py 16gb --cap 14.5 attention=flex fused_mlp=false \
+        > "$out/compile_16gb.txt" 2>&1
+    tail -40 "$out/compile_16gb.txt"
+    python benchmarks/compile_probe_gpu.py record-24gb --cap 22 attention=flex fused_mlp=false \
+        > "$out/compile_record-24gb.txt" 2>&1
+    tail -40 "$out/compile_record-24gb.txt"
+    ;;
+esac
