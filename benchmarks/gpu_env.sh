@@ -27,3 +27,7 @@ bench() {  # log name, `cavegpt bench` arguments...: its output in $out/NAME.txt
     ${CAVEGPT:-python -m cavegpt} bench "$@" > "$out/$name.txt" 2>&1
     echo "== $name"; grep -E "^device|^compile|^ *1792 |Error" "$out/$name.txt" || tail -5 "$out/$name.txt"
 }
+older() {  # folder under .devdata holding an older src/ (`git archive REV src | tar -x -C .devdata/FOLDER`),
+    local folder=$1; shift  # then bench's arguments: the same bench on that code
+    PYTHONPATH=".devdata/$folder/src${PYTHONPATH#src}" bench "$@"
+}

@@ -14,9 +14,6 @@ set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed5
 synthetic=(--synthetic --steps 10 --window 1792)
-baseline() {  # log name, bench arguments...: the baseline's code (1393dca, carried as .devdata/baseline/src)
-    PYTHONPATH=".devdata/baseline/src${PYTHONPATH#src}" bench "$@"
-}
 case $stage in
 park)
     park_fa4_half
@@ -27,12 +24,12 @@ park)
     ;;
 seed)
     install_fa4
-    baseline baseline_seed --preset seed "${synthetic[@]}"
+    older baseline baseline_seed --preset seed "${synthetic[@]}"
     bench new_seed --preset seed "${synthetic[@]}"
     bench new_h100 --preset h100 "${synthetic[@]}"
     ;;
 record)
-    baseline baseline_record --preset record "${synthetic[@]}" --at-step 1900
+    older baseline baseline_record --preset record "${synthetic[@]}" --at-step 1900
     bench new_record --preset record "${synthetic[@]}" --at-step 1900
     ;;
 levers)

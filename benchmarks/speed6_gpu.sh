@@ -1,36 +1,50 @@
 #!/usr/bin/env bash
 # Issues 16 and 18, the GPU work planned in session 8, in stages of one device call each (one H100 kept warm
 # between calls, so /tmp, the FA4 install and the inductor cache carry over):
-#   head:    parks the first half of the split FA4 wheel (carry .whl/cu13a); the head's GPU tests;
-#            benchmarks/head_loss_gpu.py (the row kernel's tanh exact vs PTX's tanh.approx, chunks, blocks);
-#            seed and record (last stage) with the approximate tanh off / on (Flex).
-#   fa4:     installs FA4 (carry .whl/fa4); the h100 preset's 8 × 65,536 against 4 × 131,072; seed and record
-#            with the approximate tanh on.
+#   qkv:     parks the first half of the split FA4 wheel (carry .whl/cu13a and .devdata/preqkv, made by
+#            `mkdir -p .devdata/preqkv && git archive 3fe03ae src | tar -x -C .devdata/preqkv`): seed and record
+#            (last stage) with Q, K and V as three matmuls (3fe03ae) and as one (this tree), Flex.
+#   head:    the GPU tests of the head, attention and model; benchmarks/head_loss_gpu.py (the row kernel's tanh
+#            exact vs PTX's tanh.approx, chunks, blocks); seed and record with the approximate tanh on (Flex;
+#            off is the qkv stage's "new" on the same machine).
+#   fa4:     installs FA4 (carry .whl/fa4 and .devdata/baseline): issue 16's seed bar, baseline 1393dca (Flex)
+#            against this tree's defaults (flip head_loss_triton.APPROX_TANH first if the head stage says it
+#            wins); the h100 preset's 8 × 65,536 against 4 × 131,072.
+#   record:  the same for record at its last stage (FA4 still in /tmp; carry .devdata/baseline).
 #   learn:   300-step seed runs on textmix (carry .devdata/textmix): the approximate tanh off / on.
 #   compile: where the cold compile of the presets in 16,384-token micro-batches goes
 #            (benchmarks/compile_probe_gpu.py: 16gb, then record-24gb at its last stage's shapes).
-# Usage (device, repo root): bash benchmarks/speed6_gpu.sh head|fa4|learn|compile   (figures under $OUT)
+# Usage (device, repo root): bash benchmarks/speed6_gpu.sh qkv|head|fa4|record|learn|compile   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed6
 synthetic=(--synthetic --steps 10 --window 1792)
 approx="python benchmarks/approx_tanh_cli.py"
 case $stage in
-head)
+qkv)
     park_fa4_half
-    python -m pytest -q -p no:cacheprovider tests/test_head_loss.py 2>&1 | tail -3 | tee "$out/gpu_tests.txt"
+    older preqkv seed_three_matmuls --preset seed "${synthetic[@]}" attention=flex
+    bench seed_one_matmul --preset seed "${synthetic[@]}" attention=flex
+    older preqkv record_three_matmuls --preset record "${synthetic[@]}" --at-step 1900 attention=flex
+    bench record_one_matmul --preset record "${synthetic[@]}" --at-step 1900 attention=flex
+    ;;
+head)
+    python -m pytest -q -p no:cacheprovider tests/test_head_loss.py tests/test_attention.py tests/test_gpt.py 2>&1 \
+        | tail -3 | tee "$out/gpu_tests.txt"
     python benchmarks/head_loss_gpu.py > "$out/head_loss.txt" 2>&1; tail -16 "$out/head_loss.txt"
-    bench seed_exact --preset seed "${synthetic[@]}" attention=flex
     CAVEGPT=$approx bench seed_approx --preset seed "${synthetic[@]}" attention=flex
-    bench record_exact --preset record "${synthetic[@]}" --at-step 1900 attention=flex
     CAVEGPT=$approx bench record_approx --preset record "${synthetic[@]}" --at-step 1900 attention=flex
     ;;
 fa4)
     install_fa4
-    bench h100_65k --preset h100 "${synthetic[@]}"
-    bench h100_131k --preset h100 "${synthetic[@]}" seq_len=131072 grad_accum=4 max_seq_len=131072
-    CAVEGPT=$approx bench seed_approx_fa4 --preset seed "${synthetic[@]}"
-    CAVEGPT=$approx bench record_approx_fa4 --preset record "${synthetic[@]}" --at-step 1900
+    older baseline baseline_seed --preset seed "${synthetic[@]}"
+    bench new_seed --preset seed "${synthetic[@]}"
+    bench new_h100 --preset h100 "${synthetic[@]}"
+    bench new_h100_131k --preset h100 "${synthetic[@]}" seq_len=131072 grad_accum=4 max_seq_len=131072
+    ;;
+record)
+    older baseline baseline_record --preset record "${synthetic[@]}" --at-step 1900
+    bench new_record --preset record "${synthetic[@]}" --at-step 1900
     ;;
 learn)
     for tanh in exact approx; do

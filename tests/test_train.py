@@ -107,7 +107,9 @@ def test_tiny_preset_runs_on_the_shipped_sample_corpus_without_data(tmp_path: Pa
 # the gap growing with training to 1.3e-3 at step 6; the plain head (fused_head=false) still gives the
 # 2026-11-24 values [10.825837, 10.756005, 10.492984, 10.197344, 9.696919, 9.200647, 8.615168, 7.289195].
 # The fused MLP (fused_mlp, on by default since 2026-11-26) gives these values to six decimals, as does fused_mlp=false.
-SEED_FIRST_LOSSES = [10.82584, 10.756006, 10.492989, 10.197481, 9.697264, 9.201453, 8.616447, 7.289529]
+# Re-pinned 2026-11-26 (session 8) for Q, K and V in one matmul: steps 0-3 unchanged, then within 6e-5 of
+# [9.697264, 9.201453, 8.616447, 7.289529] (the backward's sum of three products now runs as one).
+SEED_FIRST_LOSSES = [10.82584, 10.756006, 10.492989, 10.197481, 9.697269, 9.201406, 8.616493, 7.289582]
 
 
 def test_seed_preset_first_losses_are_pinned() -> None:
