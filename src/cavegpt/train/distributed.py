@@ -38,6 +38,9 @@ class PeerTimeout(RuntimeError):
 Result = TypeVar("Result")
 
 
+MAIN_RANK = 0  # writes logs, checkpoints and reports
+
+
 @dataclass(frozen=True)
 class World:
     rank: int = 0
@@ -48,7 +51,7 @@ class World:
     @property
     def is_main(self) -> bool:
         """Rank 0 alone writes logs, checkpoints and reports."""
-        return self.rank == 0
+        return self.rank == MAIN_RANK
 
     @property
     def distributed(self) -> bool:

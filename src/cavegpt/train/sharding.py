@@ -17,7 +17,7 @@ being twice as fast. So the step is split:
 The same bytes cross the wire as with one all-reduce (which NCCL runs as a reduce-scatter plus an
 all-gather), each element's update is the arithmetic one process would do, and each rank holds 1/N
 of the optimizer's moments. Checkpoints keep one process's layout: :meth:`ShardedStep.full_state`
-gathers the moments on save, :meth:`ShardedStep.local_state` cuts them on load, so a run resumes
+gathers the moments to rank 0 on save, :meth:`ShardedStep.local_state` cuts them on load, so a run resumes
 under any process count. Without torchrun every parameter is stepped whole and nothing travels.
 """
 
@@ -31,13 +31,14 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from cavegpt.train.distributed import World, WorldError, together
+from cavegpt.train.distributed import MAIN_RANK, World, WorldError, together
 
 # smaller Adam tensors are summed whole: one flat all-reduce of them costs less than a collective each
 MIN_PIECE_NUMEL = 1 << 16
 # PyTorch 2.13 renamed these (the old names warn); 2.11 on the GPU machines has only the old ones
 _reduce_scatter = getattr(dist, "reduce_scatter_single", dist.reduce_scatter_tensor)
 _all_gather = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)
+CHECKPOINT_STATE = "the optimizer state for a checkpoint"  # what a timed-out peer was joining
 
 WHOLE, PIECES, OWNED = "whole", "pieces", "owned"
 
@@ -132,12 +133,14 @@ class ShardedStep:
         """Start every group's gradient sums, in ``order``, without waiting for any."""
         return StepCollectives(self, order)
 
-    def full_state(self, local_state: dict[str, dict]) -> dict[str, dict]:
-        """The optimizers' state as one process holds it. Every rank must call this (it is collective);
-        gathered tensors go to the CPU one at a time, so the GPU holds one extra tensor at most."""
+    def full_state(self, local_state: dict[str, dict]) -> dict[str, dict] | None:
+        """The optimizers' state as one process holds it, on rank 0, which writes checkpoints; None on the
+        other ranks. Every rank must call this (it is collective); tensors reach rank 0's CPU one at a time,
+        so a GPU holds one extra tensor at most, and no other rank makes host copies."""
         if not self.world.distributed:
             return local_state
-        return {name: self._full_group_state(self.plans[name], local_state[name]) for name in local_state}
+        state = {name: self._full_group_state(self.plans[name], local_state[name]) for name in local_state}
+        return state if self.world.is_main else None
 
     def local_state(self, full_state: dict[str, dict]) -> dict[str, dict]:
         """This rank's share of an optimizer state saved in one process's layout."""
@@ -166,35 +169,46 @@ class ShardedStep:
                 entry = self._from_owner(entry, placed.owner, plan.params[index].device)
             elif placed.how == PIECES and entry is not None:
                 shape = plan.params[index].shape
-                entry = {key: self._gathered(value).view(shape) if isinstance(value, Tensor) and value.ndim > 0
+                entry = {key: self._gathered(value, shape) if isinstance(value, Tensor) and value.ndim > 0
                          else value for key, value in entry.items()}
             if entry is not None:
                 state[index] = entry
         return {"state": state, "param_groups": _one_group(saved, len(plan.params))}
 
-    def _gathered(self, piece: Tensor) -> Tensor:
-        whole = piece.new_empty(piece.numel() * self.world.size)
-        together(self.world, "the optimizer state for a checkpoint", lambda: _all_gather(whole, piece.contiguous()))
-        return whole.cpu()
+    def _gathered(self, piece: Tensor, shape: torch.Size) -> Tensor | None:
+        """Every rank's ``piece`` joined into ``shape`` on rank 0's CPU (None elsewhere)."""
+        parts = [torch.empty_like(piece) for _ in range(self.world.size)] if self.world.is_main else None
+        together(self.world, CHECKPOINT_STATE, lambda: dist.gather(piece.contiguous(), parts, dst=MAIN_RANK))
+        return torch.cat(parts).view(shape).cpu() if parts is not None else None
 
     def _from_owner(self, entry: dict | None, owner: int, device: torch.device) -> dict | None:
-        """``entry`` (tensors and plain values) as rank ``owner`` holds it, on every rank: first its layout,
-        then each tensor."""
+        """``entry`` (tensors and plain values) as rank ``owner`` holds it, on rank 0's CPU (None elsewhere):
+        sent point to point, its layout first, then each tensor; the other ranks take no part."""
+        rank = self.world.rank
+        if owner == MAIN_RANK:
+            return None if rank != MAIN_RANK or entry is None else {
+                key: value.cpu() if isinstance(value, Tensor) else value for key, value in entry.items()}
+        if rank not in (owner, MAIN_RANK):
+            return None
         layout = [None if entry is None else {
             key: ("tensor", value.shape, value.dtype) if isinstance(value, Tensor) else ("value", value)
             for key, value in entry.items()}]
-        together(self.world, "the optimizer state for a checkpoint", lambda: dist.broadcast_object_list(layout, owner))
+        if rank == owner:
+            together(self.world, CHECKPOINT_STATE, lambda: dist.send_object_list(layout, MAIN_RANK, device=device))
+            for value in (entry or {}).values():
+                if isinstance(value, Tensor):
+                    together(self.world, CHECKPOINT_STATE, lambda: dist.send(value.to(device).contiguous(), MAIN_RANK))
+            return None
+        together(self.world, CHECKPOINT_STATE, lambda: dist.recv_object_list(layout, owner, device=device))
         if layout[0] is None:
             return None
         received = {}
-        for key, (kind, *what) in layout[0].items():
+        for key, (kind, *details) in layout[0].items():
             if kind == "value":
-                received[key] = what[0]
+                received[key] = details[0]
                 continue
-            shape, dtype = what
-            tensor = entry[key].to(device).contiguous() if entry is not None else torch.empty(
-                shape, dtype=dtype, device=device)
-            together(self.world, "the optimizer state for a checkpoint", lambda: dist.broadcast(tensor, owner))
+            tensor = torch.empty(details[0], dtype=details[1], device=device)
+            together(self.world, CHECKPOINT_STATE, lambda: dist.recv(tensor, owner))
             received[key] = tensor.cpu()
         return received
 

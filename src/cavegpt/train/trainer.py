@@ -275,7 +275,8 @@ class Trainer:
             torch.cuda.synchronize()
 
     def state(self, progress: Progress) -> dict:
-        """Everything needed to continue exactly from here; under torchrun every rank calls it together."""
+        """Everything needed to continue exactly from here; under torchrun every rank calls it together, and
+        only rank 0's copy holds the optimizers' state (None on the others, which write no checkpoint)."""
         rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
         if self.on_cuda:
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -385,7 +386,8 @@ class Trainer:
         return self.result(progress, compile_seconds, checkpoint)
 
     def save(self, name: str, progress: Progress) -> Path:
-        """Every rank gathers the optimizer state, rank 0 writes the checkpoint; every rank learns its path."""
+        """Every rank sends its share of the optimizer state, rank 0 writes the checkpoint; every rank learns its
+        path."""
         path = self.run_dir / name
         state = self.state(progress)
         if self.world.is_main:
