@@ -23,7 +23,7 @@ os.environ["TRITON_CACHE_DIR"] = str(CACHES / "triton")
 import torch  # noqa: E402  (after the cache folders are set)
 
 from cavegpt.config import build_config  # noqa: E402
-from cavegpt.data.synthetic import write_synthetic  # noqa: E402
+from cavegpt.data.synthetic import bench_overrides  # noqa: E402
 from cavegpt.train.trainer import Trainer  # noqa: E402
 
 STAGES = (".ttir", ".ttgir", ".llir", ".ptx", ".cubin")
@@ -54,10 +54,7 @@ def main() -> None:
     if cap:
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(cap * 2**30 / total, 0)
-    data = tempfile.mkdtemp()
-    write_synthetic(data, train_shards=1, shard_tokens=20_000_000, val_tokens=1_048_577, progress=False)
-    config = build_config(preset, [f"train_glob={data}/synthetic_train_*.bin",
-                                   f"val_glob={data}/synthetic_val_*.bin", "val_tokens=1048576", *args])
+    config = build_config(preset, [*bench_overrides(), *args])
     trainer = Trainer(config, echo=False)
     seconds = trainer.warmup()
     print(f"{preset} {' '.join(args)} (cap {cap or 'none'} GiB): compile + warm-up {seconds:.1f} s")

@@ -6,12 +6,11 @@ Prints the first losses (to compare on against off: the same data and initial we
 Usage (device, repo root): PYTHONPATH=src python benchmarks/cudagraph_gpu.py on|off PRESET [key=value ...]
 """
 import sys
-import tempfile
 
 import torch
 
 from cavegpt.config import build_config
-from cavegpt.data.synthetic import write_synthetic
+from cavegpt.data.synthetic import bench_overrides
 from cavegpt.optim.optimizers import Optimizers
 from cavegpt.report.bench import bench_window
 from cavegpt.train.trainer import Trainer
@@ -30,10 +29,7 @@ def main() -> None:
     if graphs:
         torch._inductor.config.triton.cudagraphs = True
         Optimizers.zero_grad = zero_in_place
-    folder = tempfile.mkdtemp()
-    write_synthetic(folder, train_shards=1, shard_tokens=20_000_000, val_tokens=1_048_577, progress=False)
-    config = build_config(preset, [f"train_glob={folder}/synthetic_train_*.bin",
-                                   f"val_glob={folder}/synthetic_val_*.bin", "val_tokens=1048576", *overrides])
+    config = build_config(preset, [*bench_overrides(), *overrides])
     trainer = Trainer(config, echo=False)
     seconds = trainer.warmup()
     if graphs:

@@ -5,14 +5,13 @@ Usage (device, repo root): PYTHONPATH=src python benchmarks/profile_step_gpu.py 
 (synthetic shards with FineWeb-like documents are written to a temp folder)
 """
 import sys
-import tempfile
 from collections import defaultdict
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 from cavegpt.config import build_config
-from cavegpt.data.synthetic import write_synthetic
+from cavegpt.data.synthetic import bench_overrides
 from cavegpt.train.trainer import Trainer
 
 GROUPS = (("flash", "attention (FA4)"), ("flex", "attention (Flex)"), ("softcapped_ce", "head loss kernel"),
@@ -22,10 +21,7 @@ GROUPS = (("flash", "attention (FA4)"), ("flex", "attention (Flex)"), ("softcapp
 
 
 def main() -> None:
-    folder = tempfile.mkdtemp()
-    write_synthetic(folder, train_shards=1, shard_tokens=20_000_000, val_tokens=1_048_577, progress=False)
-    config = build_config(sys.argv[1], [f"train_glob={folder}/synthetic_train_*.bin",
-                                        f"val_glob={folder}/synthetic_val_*.bin", "val_tokens=1048576", *sys.argv[2:]])
+    config = build_config(sys.argv[1], [*bench_overrides(), *sys.argv[2:]])
     trainer = Trainer(config, echo=False)
     trainer.warmup()
     trainer.set_window(1792)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 from cavegpt.data.loader import DataConfig, TokenStream, find_shards, validation_stream
 from cavegpt.data.shards import HEADER_BYTES, MAGIC, DataError, ShardError, read_header, read_tokens, write_shard
-from cavegpt.data.synthetic import synthetic_tokens, write_synthetic
+from cavegpt.data.synthetic import bench_overrides, synthetic_tokens, write_synthetic
 from cavegpt.model.masks import EOT_TOKEN
 
 
@@ -80,3 +81,16 @@ def test_synthetic_documents_have_the_asked_mean_length(tmp_path: Path) -> None:
     assert [f.name for f in files] == ["synthetic_val_000000.bin", "synthetic_train_000001.bin",
                                        "synthetic_train_000002.bin"]
     assert [read_header(f) for f in files] == [3000, 5000, 5000]
+
+
+def test_bench_shards_hold_what_a_bench_config_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`cavegpt bench --synthetic` and the GPU scripts: one 20M-token train shard, a val shard one token longer
+    than the 1,048,576 validation tokens (the targets' shift)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the shards' temp folder goes with the test's
+    train, val, tokens = bench_overrides()
+    assert train.startswith(f"train_glob={tmp_path}")
+    config = DataConfig(train_glob=train.split("=", 1)[1], val_glob=val.split("=", 1)[1],
+                        val_tokens=int(tokens.split("=", 1)[1]))
+    (train_shard,), (val_shard,) = find_shards(config.train_glob, "train"), find_shards(config.val_glob, "val")
+    assert read_header(train_shard) == 20_000_000
+    assert read_header(val_shard) == config.val_tokens + 1

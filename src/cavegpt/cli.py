@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 
 import torch
 
@@ -235,12 +234,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from cavegpt.report.mfu import H100_SXM_DATASHEET_TFLOPS, measure_matmul_peak_tflops
 
     if args.synthetic:
-        from cavegpt.data.synthetic import write_synthetic
+        from cavegpt.data.synthetic import bench_overrides
 
-        folder = tempfile.mkdtemp(prefix="cavegpt-bench-")
-        write_synthetic(folder, train_shards=1, shard_tokens=20_000_000, val_tokens=1_048_577, progress=False)
-        args.overrides = [f"train_glob={folder}/synthetic_train_*.bin", f"val_glob={folder}/synthetic_val_*.bin",
-                          "val_tokens=1048576", *args.overrides]
+        args.overrides = [*bench_overrides(), *args.overrides]
     config = config_from(args)
     if args.print_config:
         print(config.to_json())

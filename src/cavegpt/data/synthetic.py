@@ -8,6 +8,7 @@ tokens per document, heavy-tailed).
 from __future__ import annotations
 
 import math
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +44,12 @@ def write_synthetic(out: str | Path, train_shards: int = 2, shard_tokens: int = 
     for path, n_tokens in tqdm(jobs, desc="writing shards", unit="shard", disable=not progress):
         written.append(write_shard(path, synthetic_tokens(n_tokens, mean_doc_len, rng)))
     return written
+
+
+def bench_overrides() -> list[str]:
+    """Synthetic shards for a speed test, written to a new temp folder (20M train tokens, 1M val):
+    the ``key=value`` overrides that point a config at them."""
+    folder = tempfile.mkdtemp(prefix="cavegpt-bench-")
+    write_synthetic(folder, train_shards=1, shard_tokens=20_000_000, val_tokens=1_048_577, progress=False)
+    return [f"train_glob={folder}/synthetic_train_*.bin", f"val_glob={folder}/synthetic_val_*.bin",
+            "val_tokens=1048576"]
