@@ -15,9 +15,9 @@ from torch import Tensor
 # (block, warps): picked by benchmarks/head_loss_gpu.py on an H100 (docs/BENCHMARKS.md)
 BLOCK_SIZE, NUM_WARPS = 2048, 8
 # tanh as the GPU's one-instruction approximation (PTX tanh.approx.f32, relative error ≈ 2⁻¹¹, well under
-# the bf16 rounding of the logits) instead of 2·σ(2x) − 1 (an exp and a reciprocal): the kernel spends
-# most of its time in the special-function units, six calls per logit. Off until benchmarks/head_loss_gpu.py
-# shows it wins on an H100; Triton's CPU interpreter cannot run it.
+# the bf16 rounding of the logits) instead of 2·σ(2x) − 1 (an exp and a reciprocal): the exact form makes six
+# special-function calls per logit, four with this, which pays if those calls and not memory bound the kernel.
+# Off until benchmarks/head_loss_gpu.py shows it wins on an H100; Triton's CPU interpreter cannot run it.
 APPROX_TANH = False
 
 
