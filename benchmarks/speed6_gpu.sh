@@ -11,10 +11,12 @@
 #            against this tree's defaults (flip head_loss_triton.APPROX_TANH first if the head stage says it
 #            wins); the h100 preset's 8 × 65,536 against 4 × 131,072.
 #   record:  the same for record at its last stage (FA4 still in /tmp; carry .devdata/baseline).
+#   layouts: record at its last stage in micro-batches of 65,536 and 131,072 tokens (the same tokens per step;
+#            32,768 is the qkv stage's record_one_matmul on the same machine), Flex.
 #   learn:   300-step seed runs on textmix (carry .devdata/textmix): the approximate tanh off / on.
 #   compile: where the cold compile of the presets in 16,384-token micro-batches goes
 #            (benchmarks/compile_probe_gpu.py: 16gb, then record-24gb at its last stage's shapes).
-# Usage (device, repo root): bash benchmarks/speed6_gpu.sh qkv|head|fa4|record|learn|compile   (figures under $OUT)
+# Usage (device, repo root): bash benchmarks/speed6_gpu.sh qkv|head|fa4|record|layouts|learn|compile   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed6
@@ -45,6 +47,11 @@ fa4)
 record)
     older baseline baseline_record --preset record "${synthetic[@]}" --at-step 1900
     bench new_record --preset record "${synthetic[@]}" --at-step 1900
+    ;;
+layouts)
+    bench record_65k --preset record "${synthetic[@]}" --at-step 1900 attention=flex seq_len=65536 batch_ramp=2,4,6
+    bench record_131k --preset record "${synthetic[@]}" --at-step 1900 attention=flex seq_len=131072 \
+        max_seq_len=131072 batch_ramp=1,2,3
     ;;
 learn)
     for tanh in exact approx; do
