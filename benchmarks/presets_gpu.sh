@@ -11,9 +11,10 @@ set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh" /tmp/cavegpt-presets
 # preset, cap in GiB (0: none), extra arguments
 consumer="attention=flex fused_mlp=false"
-# (in an order that deals each lane a like share of the slow cold compiles)
-presets=("record 0 --at-step 1900" "seed 0" "h100 0" "record-24gb 22 --at-step 1900 $consumer"
-         "record-16gb 14.5 --at-step 1900 $consumer" "16gb 14.5 $consumer" "12gb 10.5 $consumer" "4090 22 $consumer")
+# (dealt so that each lane ends with one of the two slowest cold compiles, the 16,384-token presets: 198.5 s and
+# over 220 s on 2026-11-26, against 79-95 s for the others)
+presets=("record 0 --at-step 1900" "seed 0" "h100 0" "4090 22 $consumer" "record-16gb 14.5 --at-step 1900 $consumer"
+         "12gb 10.5 $consumer" "16gb 14.5 $consumer" "record-24gb 22 --at-step 1900 $consumer")
 lanes=$(nvidia-smi -L | wc -l)
 rm -rf /tmp/cache  # every cold run starts on empty caches
 # A fresh machine's own start-up (imports, CUDA, inductor, a first compile) is 13-15 s
