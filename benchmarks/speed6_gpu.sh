@@ -7,16 +7,16 @@
 #   head:    the GPU tests of the head, attention and model; benchmarks/head_loss_gpu.py (the row kernel's tanh
 #            exact vs PTX's tanh.approx, chunks, blocks); seed and record with the approximate tanh on (Flex;
 #            off is the qkv stage's "new" on the same machine).
-#   fa4:     installs FA4 (carry .whl/fa4 and .devdata/baseline): issue 16's seed bar, baseline 1393dca (Flex)
-#            against this tree's defaults (flip head_loss_triton.APPROX_TANH first if the head stage says it
-#            wins); the h100 preset's 8 × 65,536 against 4 × 131,072.
-#   record:  the same for record at its last stage (FA4 still in /tmp; carry .devdata/baseline).
+#   (then the bars with FA4, baseline 1393dca side by side: `bash benchmarks/speed5_gpu.sh seed` and `record`,
+#   after flipping head_loss_triton.APPROX_TANH if the head stage says it wins)
+#   h100:    after speed5's seed stage on the same machine (FA4 in /tmp): the h100 preset at 4 × 131,072 with FA4
+#            (speed5's new_h100 is its 8 × 65,536).
 #   layouts: record at its last stage in micro-batches of 65,536 and 131,072 tokens (the same tokens per step;
 #            32,768 is the qkv stage's record_one_matmul on the same machine), Flex.
 #   learn:   300-step seed runs on textmix (carry .devdata/textmix): the approximate tanh off / on.
 #   compile: where the cold compile of the presets in 16,384-token micro-batches goes
 #            (benchmarks/compile_probe_gpu.py: 16gb, then record-24gb at its last stage's shapes).
-# Usage (device, repo root): bash benchmarks/speed6_gpu.sh qkv|head|fa4|record|layouts|learn|compile   (figures under $OUT)
+# Usage (device, repo root): bash benchmarks/speed6_gpu.sh qkv|head|h100|layouts|learn|compile   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed6
@@ -37,16 +37,8 @@ head)
     CAVEGPT=$approx bench seed_approx --preset seed "${synthetic[@]}" attention=flex
     CAVEGPT=$approx bench record_approx --preset record "${synthetic[@]}" --at-step 1900 attention=flex
     ;;
-fa4)
-    install_fa4
-    older baseline baseline_seed --preset seed "${synthetic[@]}"
-    bench new_seed --preset seed "${synthetic[@]}"
-    bench new_h100 --preset h100 "${synthetic[@]}"
+h100)
     bench new_h100_131k --preset h100 "${synthetic[@]}" seq_len=131072 grad_accum=4 max_seq_len=131072
-    ;;
-record)
-    older baseline baseline_record --preset record "${synthetic[@]}" --at-step 1900
-    bench new_record --preset record "${synthetic[@]}" --at-step 1900
     ;;
 layouts)
     bench record_65k --preset record "${synthetic[@]}" --at-step 1900 attention=flex seq_len=65536 batch_ramp=2,4,6
