@@ -60,6 +60,20 @@ def test_initial_loss_is_uniform_and_every_parameter_gets_a_gradient_after_a_ste
     assert missing == []
 
 
+def test_training_and_inference_compute_q_k_v_alike() -> None:
+    """Training runs Q, K and V as one matmul over the three weights joined, inference as three: same numbers."""
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**SMALL, attention="sdpa")).double()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    tokens = torch.randint(0, 50257, (2, 128))
+    training = model(tokens, torch.tensor(64))
+    with torch.no_grad():
+        inference = model(tokens, torch.tensor(64))
+    assert training.requires_grad and not inference.requires_grad
+    torch.testing.assert_close(training.detach(), inference, rtol=1e-9, atol=1e-9)  # float64: summing order only
+
+
 def test_flex_and_sdpa_models_give_the_same_logits() -> None:
     torch.manual_seed(0)
     flex = GPT(ModelConfig(**SMALL, attention="flex"))

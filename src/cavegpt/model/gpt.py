@@ -186,11 +186,14 @@ class CausalSelfAttention(nn.Module):
 
     def forward(self, x: Tensor, value_embed: Tensor | None, rotary: Rotate, attend: Attend) -> Tensor:
         B, T, C = x.shape
-        # Q, K and V in one matmul: forward one 2304-wide product instead of three 768-wide ones, backward one
-        # 2304-deep product for the input's gradient instead of three and their sum. The weights stay three
-        # matrices: Muon orthogonalizes each.
-        weight = torch.cat([self.c_q.weight, self.c_k.weight, self.c_v.weight])
-        q, k, v = F.linear(x, weight).view(B, T, 3 * self.n_head, -1).split(self.n_head, dim=2)
+        if torch.is_grad_enabled():
+            # Q, K and V in one matmul: forward one 2304-wide product instead of three 768-wide ones, backward one
+            # 2304-deep product for the input's gradient instead of three and their sum. The weights stay three
+            # matrices: Muon orthogonalizes each.
+            weight = torch.cat([self.c_q.weight, self.c_k.weight, self.c_v.weight])
+            q, k, v = F.linear(x, weight).view(B, T, 3 * self.n_head, -1).split(self.n_head, dim=2)
+        else:  # inference: copying the weights together would triple what memory-bound decoding reads of them
+            q, k, v = (linear(x).view(B, T, self.n_head, -1) for linear in (self.c_q, self.c_k, self.c_v))
         dtype = q.dtype  # the matmuls' dtype (bf16 under autocast); norms and the mix may upcast
         q, k = rotary(rms_norm(q)), rotary(rms_norm(k))
         if self.lamb is not None:
