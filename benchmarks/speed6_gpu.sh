@@ -5,15 +5,18 @@
 #            `mkdir -p .devdata/preqkv && git archive 3fe03ae src | tar -x -C .devdata/preqkv`): seed and record
 #            (last stage) with Q, K and V as three matmuls (3fe03ae) and as one (this tree), Flex.
 #   head:    the GPU tests of the head, attention and model; benchmarks/head_loss_gpu.py (the row kernel's tanh
-#            exact vs PTX's tanh.approx, chunks, blocks); seed and record with the approximate tanh on (Flex;
-#            off is the qkv stage's "new" on the same machine).
+#            exact vs PTX's tanh.approx, the target terms everywhere vs in target blocks only, chunks, blocks);
+#            record with the target blocks, seed and record with both options (Flex; both off is the qkv stage's
+#            "new" on the same machine; benchmarks/row_kernel_cli.py). Each option's own kernel time is in the
+#            microbenchmark.
 #   (then the bars with FA4, baseline 1393dca side by side: `bash benchmarks/speed5_gpu.sh seed` and `record`,
-#   after flipping head_loss_triton.APPROX_TANH if the head stage says it wins)
+#   after turning on in head_loss_triton the options the head stage says win)
 #   h100:    after speed5's seed stage on the same machine (FA4 in /tmp): the h100 preset at 4 × 131,072 with FA4
 #            (speed5's new_h100 is its 8 × 65,536).
 #   layouts: record at its last stage in micro-batches of 65,536 and 131,072 tokens (the same tokens per step;
 #            32,768 is the qkv stage's record_one_matmul on the same machine), Flex.
-#   learn:   300-step seed runs on textmix (carry .devdata/textmix): the approximate tanh off / on.
+#   learn:   300-step seed runs on textmix (carry .devdata/textmix): the approximate tanh off / on (the target
+#            blocks change no number, so they need no learning check).
 #   compile: where the cold compile of the presets in 16,384-token micro-batches goes
 #            (benchmarks/compile_probe_gpu.py: 16gb, then record-24gb at its last stage's shapes).
 # Usage (device, repo root): bash benchmarks/speed6_gpu.sh qkv|head|h100|layouts|learn|compile   (figures under $OUT)
@@ -21,7 +24,7 @@ set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed6
 synthetic=(--synthetic --steps 10 --window 1792)
-approx="python benchmarks/approx_tanh_cli.py"
+row_kernel="python benchmarks/row_kernel_cli.py"
 case $stage in
 qkv)
     park_fa4_half
@@ -34,8 +37,11 @@ head)
     python -m pytest -q -p no:cacheprovider tests/test_head_loss.py tests/test_attention.py tests/test_gpt.py 2>&1 \
         | tail -3 | tee "$out/gpu_tests.txt"
     python benchmarks/head_loss_gpu.py > "$out/head_loss.txt" 2>&1; tail -16 "$out/head_loss.txt"
-    CAVEGPT=$approx bench seed_approx --preset seed "${synthetic[@]}" attention=flex
-    CAVEGPT=$approx bench record_approx --preset record "${synthetic[@]}" --at-step 1900 attention=flex
+    CAVEGPT="$row_kernel --target-blocks-only" bench record_target_blocks --preset record "${synthetic[@]}" \
+        --at-step 1900 attention=flex
+    both="$row_kernel --target-blocks-only --approx-tanh"
+    CAVEGPT=$both bench seed_both --preset seed "${synthetic[@]}" attention=flex
+    CAVEGPT=$both bench record_both --preset record "${synthetic[@]}" --at-step 1900 attention=flex
     ;;
 h100)
     bench new_h100_131k --preset h100 "${synthetic[@]}" seq_len=131072 grad_accum=4 max_seq_len=131072
@@ -47,7 +53,7 @@ layouts)
     ;;
 learn)
     for tanh in exact approx; do
-        cli="python -m cavegpt"; [ $tanh = approx ] && cli=$approx
+        cli="python -m cavegpt"; [ $tanh = approx ] && cli="$row_kernel --approx-tanh"
         $cli train --preset seed "${textmix_globs[@]}" val_tokens=2097152 save_checkpoint=false \
             num_iterations=300 cooldown_iters=110 val_every=25 log_every=25 grad_accum=2 \
             log_dir=/tmp/cavegpt-speed6-runs run_id="seed300_tanh_$tanh" > "$out/train_seed300_tanh_$tanh.txt" 2>&1

@@ -91,11 +91,14 @@ generator = torch.Generator().manual_seed(1)
 logits = torch.randn(6, 1000, generator=generator) * 25
 ahead = ahead_targets(torch.randint(0, 1000, (2, 3), generator=generator), 3)
 ahead[0, 1] = ahead[0, 0]
+ahead[1, :] = torch.tensor([255, 256, 999])  # targets on the edges of the kernel's 256-wide blocks
+ahead[2, 0] = 0
 coefs = torch.tensor([1.0, 0.5, 0.25]) / 6
-for with_grad in (False, True):
+for with_grad, target_blocks_only in ((False, False), (True, False), (True, True)):
     expected, got = logits.clone(), logits.clone()
     expected_losses = rows_loss_and_grad(expected, ahead, coefs, 15.0, with_grad)
-    got_losses = triton_rows_loss_and_grad(got, ahead, coefs, 15.0, with_grad, block=256, num_warps=4)
+    got_losses = triton_rows_loss_and_grad(got, ahead, coefs, 15.0, with_grad, block=256, num_warps=4,
+                                           target_blocks_only=target_blocks_only)
     torch.testing.assert_close(got_losses, expected_losses, rtol=1e-6, atol=1e-5)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
 print("interpreted kernel matches")
@@ -147,3 +150,17 @@ def test_row_kernel_with_approximate_tanh_stays_within_bf16_rounding_of_the_exac
     approx_losses = triton_rows_loss_and_grad(approx, ahead, coefs, 15.0, True, approx_tanh=True)
     torch.testing.assert_close(approx_losses, exact_losses, rtol=1e-3, atol=1e-3)
     assert ((approx.float() - exact.float()).norm() / exact.float().norm()).item() < 4e-3  # bf16's own step
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the row kernel compiled for it")
+def test_row_kernel_gives_the_same_bits_with_the_target_terms_in_target_blocks_only() -> None:
+    from cavegpt.model.head_loss_triton import triton_rows_loss_and_grad
+    torch.manual_seed(0)
+    logits = (torch.randn(64, 50304, device="cuda") * 4).bfloat16()
+    ahead = torch.randint(0, 50257, (64, 3), device="cuda")
+    ahead[0] = torch.tensor([2047, 2048, 50303])  # on the edges of the 2,048-wide blocks
+    coefs = torch.tensor([1.0, 0.5, 0.25], device="cuda") / 64
+    everywhere, targeted = logits.clone(), logits.clone()
+    losses = triton_rows_loss_and_grad(everywhere, ahead, coefs, 15.0, True, target_blocks_only=False)
+    assert torch.equal(triton_rows_loss_and_grad(targeted, ahead, coefs, 15.0, True, target_blocks_only=True), losses)
+    assert torch.equal(targeted, everywhere)

@@ -19,6 +19,11 @@ BLOCK_SIZE, NUM_WARPS = 2048, 8
 # special-function calls per logit, four with this, which pays if those calls and not memory bound the kernel.
 # Off until benchmarks/head_loss_gpu.py shows it wins on an H100; Triton's CPU interpreter cannot run it.
 APPROX_TANH = False
+# The one-hot terms of the targets' gradient (Σ_k a_k · onehot(target_k)) only in the blocks of the row that hold
+# a target, found by a scalar test per block, instead of a [BLOCK × horizons] comparison at every logit: the
+# record head (3 horizons) takes 1.51 ms per 8,192 rows against the seed head's 1.01 ms (docs/BENCHMARKS.md,
+# session 8). The same numbers either way. Off until benchmarks/head_loss_gpu.py shows it wins on an H100.
+TARGET_BLOCKS_ONLY = False
 
 
 @triton.jit
@@ -30,9 +35,15 @@ def _tanh(x, APPROX: tl.constexpr):
 
 
 @triton.jit
+def _target_terms(offsets, ahead, coefs):
+    """Σ_k coefs[k] · (offsets == ahead[k]): the one-hot part of the gradient at each column of ``offsets``."""
+    return tl.sum(tl.where(offsets[:, None] == ahead[None, :], coefs[None, :], 0.0), axis=1)
+
+
+@triton.jit
 def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, VOCAB: tl.constexpr,
                         HORIZON: tl.constexpr, HORIZON_P2: tl.constexpr, BLOCK: tl.constexpr,
-                        WITH_GRAD: tl.constexpr, APPROX_TANH: tl.constexpr):
+                        WITH_GRAD: tl.constexpr, APPROX_TANH: tl.constexpr, TARGET_BLOCKS_ONLY: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     row_logits = logits_ptr + row * VOCAB
     cols = tl.arange(0, BLOCK)
@@ -61,25 +72,32 @@ def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, V
             raw = tl.load(row_logits + offsets, mask=inside, other=0.0).to(tl.float32)
             squashed = _tanh(raw / softcap, APPROX_TANH)
             probs = tl.exp(softcap * squashed - lse)
-            hits = tl.sum(tl.where(offsets[:, None] == ahead[None, :], coefs[None, :], 0.0), axis=1)
-            grad = (total * probs - hits) * (1 - squashed * squashed)
+            grad = total * probs
+            if TARGET_BLOCKS_ONLY:
+                if tl.sum(((ahead >= start) & (ahead < start + BLOCK)).to(tl.int32), axis=0) > 0:
+                    grad -= _target_terms(offsets, ahead, coefs)
+            else:
+                grad -= _target_terms(offsets, ahead, coefs)
+            grad = grad * (1 - squashed * squashed)
             tl.store(row_logits + offsets, grad.to(logits_ptr.dtype.element_ty), mask=inside)
 
 
 def triton_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: float, with_grad: bool,
                               block: int | None = None, num_warps: int | None = None,
-                              approx_tanh: bool | None = None) -> Tensor:
+                              approx_tanh: bool | None = None, target_blocks_only: bool | None = None) -> Tensor:
     """See :func:`cavegpt.model.head_loss.rows_loss_and_grad`; ``logits`` must be contiguous.
 
-    ``block``, ``num_warps`` and ``approx_tanh`` default to the module's ``BLOCK_SIZE``, ``NUM_WARPS`` and
-    ``APPROX_TANH``.
+    ``block``, ``num_warps``, ``approx_tanh`` and ``target_blocks_only`` default to the module's ``BLOCK_SIZE``,
+    ``NUM_WARPS``, ``APPROX_TANH`` and ``TARGET_BLOCKS_ONLY``.
     """
     block, num_warps = block or BLOCK_SIZE, num_warps or NUM_WARPS
     approx_tanh = APPROX_TANH if approx_tanh is None else approx_tanh
+    target_blocks_only = TARGET_BLOCKS_ONLY if target_blocks_only is None else target_blocks_only
     n, vocab = logits.shape
     horizon = ahead.size(1)
     losses = torch.empty(n, horizon, dtype=torch.float32, device=logits.device)
     _softcapped_ce_rows[(n,)](logits, ahead.contiguous(), coefs.contiguous(), losses, softcap, VOCAB=vocab,
                               HORIZON=horizon, HORIZON_P2=triton.next_power_of_2(horizon), BLOCK=block,
-                              WITH_GRAD=with_grad, APPROX_TANH=approx_tanh, num_warps=num_warps)
+                              WITH_GRAD=with_grad, APPROX_TANH=approx_tanh, TARGET_BLOCKS_ONLY=target_blocks_only,
+                              num_warps=num_warps)
     return losses
