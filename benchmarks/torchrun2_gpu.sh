@@ -8,7 +8,10 @@
 #            seed, at N=1 then N=2, for each WHO: `new` (this tree) or the name of a folder under .devdata
 #            holding an older src/ (`mkdir -p .devdata/NAME && git archive REV src | tar -x -C .devdata/NAME`;
 #            `baseline` = 1393dca, the code of the issue's table).
-# Usage (device, repo root): bash benchmarks/torchrun2_gpu.sh exits | scaling WHO...   (figures under $OUT)
+#   checkpoint: the sharded optimizer state saved over NCCL (it goes to rank 0 alone): record for 12 steps at
+#            N=2 with a checkpoint at step 6, that checkpoint resumed by one process; steps 7-12 of both runs
+#            printed side by side. Reads textmix (carry .devdata/textmix).
+# Usage (device, repo root): bash benchmarks/torchrun2_gpu.sh exits | scaling WHO... | checkpoint   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-torchrun2
@@ -39,5 +42,17 @@ scaling)  # each WHO in turn, ≈ 4-8 min each; the runs' own outputs come back 
         done
     done
     (cd "$out" && tar -czf scaling_runs.tar.gz ./*_n[12].txt && rm ./*_n[12].txt)  # $OUT returns 8 files at most
+    ;;
+checkpoint)
+    runs=/tmp/cavegpt-checkpoint; rm -rf "$runs"
+    python -m torch.distributed.run --standalone --nproc_per_node=2 -m cavegpt train --preset record \
+        "${textmix_globs[@]}" val_tokens=1048576 num_iterations=12 cooldown_iters=4 val_every=6 log_every=1 \
+        checkpoint_every=6 log_dir="$runs" run_id=n2 > "$out/checkpoint_n2.txt" 2>&1
+    echo "N=2 run: rc $?"; cp "$runs/n2/log.txt" "$out/checkpoint_n2_log.txt"
+    rm -f "$runs"/n2/checkpoint_step000012_*.pt
+    python -m cavegpt resume "$runs/n2" > "$out/checkpoint_resume.txt" 2>&1
+    echo "resumed by one process: rc $?"
+    cp "$runs/n2/log.txt" "$out/checkpoint_resumed_log.txt"  # the N=2 run's lines, then the resumed run's
+    grep -E "^step:([7-9]|1[0-2])/|resumed" "$out/checkpoint_resumed_log.txt"
     ;;
 esac
