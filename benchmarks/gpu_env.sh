@@ -26,7 +26,8 @@ install_fa4() {  # a later call on the same machine: carry .whl/fa4; installs in
 bench() {  # log name, `cavegpt bench` arguments...: its output in $out/NAME.txt, the summary lines printed
     local name=$1; shift  # (CAVEGPT=... names another command line that takes cavegpt's arguments)
     ${CAVEGPT:-python -m cavegpt} bench "$@" > "$out/$name.txt" 2>&1
-    echo "== $name"; grep -E "^device|^compile|^ *1792 |Error" "$out/$name.txt" || tail -5 "$out/$name.txt"
+    local rows="^ *[0-9]+ +[0-9]+ +[0-9.]+ +[0-9,]+ "  # window, steps, s/step, tokens/s, ...
+    echo "== $name"; grep -E "^device|^compile|$rows|Error" "$out/$name.txt" || tail -5 "$out/$name.txt"
 }
 older() {  # folder under .devdata holding an older src/ (`git archive REV src | tar -x -C .devdata/FOLDER`),
     local folder=$1; shift  # then bench's arguments: the same bench on that code

@@ -10,31 +10,24 @@
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed2
-baseline=.devdata/baseline/src
-bench() {  # who (baseline|new), log name, bench arguments...
-    local who=$1 name=$2; shift 2
-    local path=src; [ "$who" = baseline ] && path=$baseline
-    PYTHONPATH="$path${PYTHONPATH#src}" python -m cavegpt bench "$@" > "$out/$name.txt" 2>&1
-    echo "== $name"; tail -4 "$out/$name.txt"
-}
 case $stage in
 head)
     park_fa4_half
     python -m pytest -q -rs tests/test_head_loss.py tests/test_attention.py 2>&1 | tail -5 | tee "$out/gpu_tests.txt"
     python benchmarks/head_loss_gpu.py 2>&1 | tee "$out/head_loss.txt" | tail -16
-    bench new seed_fused_flex --preset seed --synthetic --steps 20 --window 1792 --window 128 attention=flex
+    bench seed_fused_flex --preset seed --synthetic --steps 20 --window 1792 --window 128 attention=flex
     ;;
 fa4)
     install_fa4
     md5sum /tmp/nvidia_cutlass_dsl_libs_cu13-*.whl
     python -c "import flash_attn.cute.interface; print('flash_attn.cute imported')" 2>&1 | tail -3
     python -m pytest -q -rs tests/test_attention.py 2>&1 | tail -5 | tee "$out/gpu_tests_fa4.txt"
-    bench baseline seed_baseline --preset seed --synthetic --steps 20 --window 1792 --window 128
-    bench new seed_new --preset seed --synthetic --steps 20 --window 1792 --window 128
+    older baseline seed_baseline --preset seed --synthetic --steps 20 --window 1792 --window 128
+    bench seed_new --preset seed --synthetic --steps 20 --window 1792 --window 128
     ;;
 record)
-    bench baseline record_baseline --preset record --synthetic --steps 20 --window 1792 --at-step 1900
-    bench new record_new --preset record --synthetic --steps 20 --window 1792 --at-step 1900
+    older baseline record_baseline --preset record --synthetic --steps 20 --window 1792 --at-step 1900
+    bench record_new --preset record --synthetic --steps 20 --window 1792 --at-step 1900
     python -m cavegpt train --preset seed "${textmix_globs[@]}" val_tokens=2097152 grad_accum=2 num_iterations=300 \
         cooldown_iters=110 val_every=25 log_every=25 save_checkpoint=false log_dir="$out/logs" run_id=seed300 \
         > "$out/train_seed300.txt" 2>&1
