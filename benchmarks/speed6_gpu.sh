@@ -4,27 +4,20 @@
 #   qkv:     parks the first half of the split FA4 wheel (carry .whl/cu13a and .devdata/preqkv, made by
 #            `mkdir -p .devdata/preqkv && git archive 3fe03ae src | tar -x -C .devdata/preqkv`): seed and record
 #            (last stage) with Q, K and V as three matmuls (3fe03ae) and as one (this tree), Flex.
-#   head:    the GPU tests of the head, attention and model; benchmarks/head_loss_gpu.py (the row kernel's tanh
-#            exact vs PTX's tanh.approx, the target terms everywhere vs in target blocks only, chunks, blocks);
-#            record with the target blocks, seed and record with both options (Flex; both off is the qkv stage's
-#            "new" on the same machine; benchmarks/row_kernel_cli.py). Each option's own kernel time is in the
-#            microbenchmark.
-#   (then the bars with FA4, baseline 1393dca side by side: `bash benchmarks/speed5_gpu.sh seed` and `record`,
-#   after turning on in head_loss_triton the options the head stage says win)
+#   (head and learn, the row kernel's options A/B'd in session 9, ran at 1dbe9d1: the option that won became the
+#   kernel's only path, the other was cut; then the bars with FA4, baseline 1393dca side by side:
+#   `bash benchmarks/speed5_gpu.sh seed` and `record`)
 #   h100:    after speed5's seed stage on the same machine (FA4 in /tmp): the h100 preset at 4 × 131,072 with FA4
 #            (speed5's new_h100 is its 8 × 65,536).
 #   layouts: record at its last stage in micro-batches of 65,536 and 131,072 tokens (the same tokens per step;
 #            32,768 is the qkv stage's record_one_matmul on the same machine), Flex.
-#   learn:   300-step seed runs on textmix (carry .devdata/textmix): the approximate tanh off / on (the target
-#            blocks change no number, so they need no learning check).
 #   compile: where the cold compile of the presets in 16,384-token micro-batches goes
 #            (benchmarks/compile_probe_gpu.py: 16gb, then record-24gb at its last stage's shapes).
-# Usage (device, repo root): bash benchmarks/speed6_gpu.sh qkv|head|h100|layouts|learn|compile   (figures under $OUT)
+# Usage (device, repo root): bash benchmarks/speed6_gpu.sh qkv|h100|layouts|compile   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed6
 synthetic=(--synthetic --steps 10 --window 1792)
-row_kernel="python benchmarks/row_kernel_cli.py"
 case $stage in
 qkv)
     park_fa4_half
@@ -33,16 +26,6 @@ qkv)
     older preqkv record_three_matmuls --preset record "${synthetic[@]}" --at-step 1900 attention=flex
     bench record_one_matmul --preset record "${synthetic[@]}" --at-step 1900 attention=flex
     ;;
-head)
-    python -m pytest -q -p no:cacheprovider tests/test_head_loss.py tests/test_attention.py tests/test_gpt.py 2>&1 \
-        | tail -3 | tee "$out/gpu_tests.txt"
-    python benchmarks/head_loss_gpu.py > "$out/head_loss.txt" 2>&1; tail -16 "$out/head_loss.txt"
-    CAVEGPT="$row_kernel --target-blocks-only" bench record_target_blocks --preset record "${synthetic[@]}" \
-        --at-step 1900 attention=flex
-    both="$row_kernel --target-blocks-only --approx-tanh"
-    CAVEGPT=$both bench seed_both --preset seed "${synthetic[@]}" attention=flex
-    CAVEGPT=$both bench record_both --preset record "${synthetic[@]}" --at-step 1900 attention=flex
-    ;;
 h100)
     bench new_h100_131k --preset h100 "${synthetic[@]}" seq_len=131072 grad_accum=4 max_seq_len=131072
     ;;
@@ -50,15 +33,6 @@ layouts)
     bench record_65k --preset record "${synthetic[@]}" --at-step 1900 attention=flex seq_len=65536 batch_ramp=2,4,6
     bench record_131k --preset record "${synthetic[@]}" --at-step 1900 attention=flex seq_len=131072 \
         max_seq_len=131072 batch_ramp=1,2,3
-    ;;
-learn)
-    for tanh in exact approx; do
-        cli="python -m cavegpt"; [ $tanh = approx ] && cli="$row_kernel --approx-tanh"
-        $cli train --preset seed "${textmix_globs[@]}" val_tokens=2097152 save_checkpoint=false \
-            num_iterations=300 cooldown_iters=110 val_every=25 log_every=25 grad_accum=2 \
-            log_dir=/tmp/cavegpt-speed6-runs run_id="seed300_tanh_$tanh" > "$out/train_seed300_tanh_$tanh.txt" 2>&1
-        echo "== tanh $tanh"; grep -E "warm-up|val_loss" "$out/train_seed300_tanh_$tanh.txt" | tail -3
-    done
     ;;
 compile)
     python benchmarks/compile_probe_gpu.py 16gb --cap 14.5 attention=flex fused_mlp=false \

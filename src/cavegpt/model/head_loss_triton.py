@@ -14,23 +14,10 @@ from torch import Tensor
 
 # (block, warps): picked by benchmarks/head_loss_gpu.py on an H100 (docs/BENCHMARKS.md)
 BLOCK_SIZE, NUM_WARPS = 2048, 8
-# tanh as the GPU's one-instruction approximation (PTX tanh.approx.f32, relative error ≈ 2⁻¹¹, well under
-# the bf16 rounding of the logits) instead of 2·σ(2x) − 1 (an exp and a reciprocal): the exact form makes six
-# special-function calls per logit, four with this, which pays if those calls and not memory bound the kernel.
-# Off until benchmarks/head_loss_gpu.py shows it wins on an H100; Triton's CPU interpreter cannot run it.
-APPROX_TANH = False
-# The one-hot terms of the targets' gradient (Σ_k a_k · onehot(target_k)) only in the blocks of the row that hold
-# a target, found by a scalar test per block, instead of a [BLOCK × horizons] comparison at every logit: the
-# record head (3 horizons) takes 1.51 ms per 8,192 rows against the seed head's 1.01 ms (docs/BENCHMARKS.md,
-# session 8). The same numbers either way. Off until benchmarks/head_loss_gpu.py shows it wins on an H100.
-TARGET_BLOCKS_ONLY = False
 
 
 @triton.jit
-def _tanh(x, APPROX: tl.constexpr):
-    if APPROX:
-        return tl.inline_asm_elementwise("tanh.approx.f32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=True,
-                                         pack=1)
+def _tanh(x):
     return 2 * tl.sigmoid(2 * x) - 1
 
 
@@ -43,7 +30,7 @@ def _target_terms(offsets, ahead, coefs):
 @triton.jit
 def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, VOCAB: tl.constexpr,
                         HORIZON: tl.constexpr, HORIZON_P2: tl.constexpr, BLOCK: tl.constexpr,
-                        WITH_GRAD: tl.constexpr, APPROX_TANH: tl.constexpr, TARGET_BLOCKS_ONLY: tl.constexpr):
+                        WITH_GRAD: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     row_logits = logits_ptr + row * VOCAB
     cols = tl.arange(0, BLOCK)
@@ -52,14 +39,14 @@ def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, V
     for start in range(0, VOCAB, BLOCK):
         inside = start + cols < VOCAB
         raw = tl.load(row_logits + start + cols, mask=inside, other=0.0).to(tl.float32)
-        terms += tl.where(inside, tl.exp(softcap * _tanh(raw / softcap, APPROX_TANH) - softcap), 0.0)
+        terms += tl.where(inside, tl.exp(softcap * _tanh(raw / softcap) - softcap), 0.0)
     lse = softcap + tl.log(tl.sum(terms, axis=0))
 
     ks = tl.arange(0, HORIZON_P2)
     ahead = tl.load(ahead_ptr + row * HORIZON + ks, mask=ks < HORIZON, other=-1)
     valid = ahead >= 0
     picked = tl.load(row_logits + tl.where(valid, ahead, 0)).to(tl.float32)
-    losses = tl.where(valid, lse - softcap * _tanh(picked / softcap, APPROX_TANH), 0.0)
+    losses = tl.where(valid, lse - softcap * _tanh(picked / softcap), 0.0)
     tl.store(losses_ptr + row * HORIZON + ks, losses, mask=ks < HORIZON)
 
     if WITH_GRAD:
@@ -70,34 +57,28 @@ def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, V
             offsets = start + cols
             inside = offsets < VOCAB
             raw = tl.load(row_logits + offsets, mask=inside, other=0.0).to(tl.float32)
-            squashed = _tanh(raw / softcap, APPROX_TANH)
+            squashed = _tanh(raw / softcap)
             probs = tl.exp(softcap * squashed - lse)
             grad = total * probs
-            if TARGET_BLOCKS_ONLY:
-                if tl.sum(((ahead >= start) & (ahead < start + BLOCK)).to(tl.int32), axis=0) > 0:
-                    grad -= _target_terms(offsets, ahead, coefs)
-            else:
+            # the one-hot terms only where this block holds a target: a scalar test per block instead of a
+            # [BLOCK × horizons] comparison at every logit (record, 3 horizons: +1.0 % tokens/s, BENCHMARKS session 9)
+            if tl.sum(((ahead >= start) & (ahead < start + BLOCK)).to(tl.int32), axis=0) > 0:
                 grad -= _target_terms(offsets, ahead, coefs)
             grad = grad * (1 - squashed * squashed)
             tl.store(row_logits + offsets, grad.to(logits_ptr.dtype.element_ty), mask=inside)
 
 
 def triton_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: float, with_grad: bool,
-                              block: int | None = None, num_warps: int | None = None,
-                              approx_tanh: bool | None = None, target_blocks_only: bool | None = None) -> Tensor:
+                              block: int | None = None, num_warps: int | None = None) -> Tensor:
     """See :func:`cavegpt.model.head_loss.rows_loss_and_grad`; ``logits`` must be contiguous.
 
-    ``block``, ``num_warps``, ``approx_tanh`` and ``target_blocks_only`` default to the module's ``BLOCK_SIZE``,
-    ``NUM_WARPS``, ``APPROX_TANH`` and ``TARGET_BLOCKS_ONLY``.
+    ``block`` and ``num_warps`` default to the module's ``BLOCK_SIZE`` and ``NUM_WARPS``.
     """
     block, num_warps = block or BLOCK_SIZE, num_warps or NUM_WARPS
-    approx_tanh = APPROX_TANH if approx_tanh is None else approx_tanh
-    target_blocks_only = TARGET_BLOCKS_ONLY if target_blocks_only is None else target_blocks_only
     n, vocab = logits.shape
     horizon = ahead.size(1)
     losses = torch.empty(n, horizon, dtype=torch.float32, device=logits.device)
     _softcapped_ce_rows[(n,)](logits, ahead.contiguous(), coefs.contiguous(), losses, softcap, VOCAB=vocab,
                               HORIZON=horizon, HORIZON_P2=triton.next_power_of_2(horizon), BLOCK=block,
-                              WITH_GRAD=with_grad, APPROX_TANH=approx_tanh, TARGET_BLOCKS_ONLY=target_blocks_only,
-                              num_warps=num_warps)
+                              WITH_GRAD=with_grad, num_warps=num_warps)
     return losses
