@@ -7,13 +7,16 @@ writes each stage's file into its cache as the stage ends (source → ttir → t
 the files' times give each kernel's time per stage; ptx → cubin is ptxas.
 
 Usage (device, repo root): PYTHONPATH=src python benchmarks/compile_probe_gpu.py PRESET [--cap GIB] [key=value ...]
+(under `timeout`, its SIGTERM ends the warm-up and the report covers what was built until then)
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 CACHES = Path(tempfile.mkdtemp(prefix="compile-probe-"))
@@ -25,6 +28,14 @@ import torch  # noqa: E402  (after the cache folders are set)
 from cavegpt.config import build_config  # noqa: E402
 from cavegpt.data.synthetic import bench_overrides  # noqa: E402
 from cavegpt.train.trainer import Trainer  # noqa: E402
+
+class Stopped(BaseException):  # not an Exception: torch.compile wraps those in errors of its own
+    """SIGTERM (`timeout`'s signal) during the warm-up: report what was built until then."""
+
+
+def _stop(signum, frame) -> None:
+    raise Stopped
+
 
 STAGES = (".ttir", ".ttgir", ".llir", ".ptx", ".cubin")
 
@@ -45,6 +56,7 @@ def kernel_build_times(triton_cache: Path) -> list[tuple[float, str, list[float]
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop)
     args = sys.argv[1:]
     preset, cap = args.pop(0), None
     if "--cap" in args:
@@ -55,9 +67,12 @@ def main() -> None:
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(cap * 2**30 / total, 0)
     config = build_config(preset, [*bench_overrides(), *args])
-    trainer = Trainer(config, echo=False)
-    seconds = trainer.warmup()
-    print(f"{preset} {' '.join(args)} (cap {cap or 'none'} GiB): compile + warm-up {seconds:.1f} s")
+    run, started = f"{preset} {' '.join(args)} (cap {cap or 'none'} GiB)", time.perf_counter()
+    try:
+        seconds = Trainer(config, echo=False).warmup()
+        print(f"{run}: compile + warm-up {seconds:.1f} s")
+    except Stopped:
+        print(f"{run}: stopped after {time.perf_counter() - started:.1f} s of compile + warm-up; built by then:")
     print(torch._dynamo.utils.compile_times(repr="str"))
     kernels = kernel_build_times(CACHES / "triton")
     print(f"{len(kernels)} Triton kernels built; the slowest, seconds per stage "

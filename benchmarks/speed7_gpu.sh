@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Issues 16 and 18, the GPU work planned in session 9, in stages of one device call each (one H100 kept warm
+# between calls, so /tmp, the FA4 install and the inductor cache carry over):
+#   compile: parks the first half of the split FA4 wheel (carry .whl/cu13a); where the cold compile of `16gb`
+#            (16,384-token micro-batches, 198.5 s on 2026-11-26) goes, beside `12gb` (8,192 tokens, 94 s):
+#            benchmarks/compile_probe_gpu.py, each on empty caches of its own, as on those cards (Flex, plain MLP).
+#   profile: installs FA4 (carry .whl/fa4); where a seed step goes with FA4 (session 8's profile was Flex);
+#            h100 at 4 × 131,072 with FA4 (+3.0 % over 8 × 65,536 on Flex, session 8); seed with inductor's
+#            coordinate-descent tuning given the call's time (it had not finished compiling in 240 s).
+#   learn:   (carry .devdata/textmix) 150-step seed runs at 131,072 tokens per step on textmix, as 4 × 32,768
+#            and as 1 × 131,072 (the learning check the 131,072 layout needs before the h100 preset takes it);
+#            then record-24gb's compile probe at its last stage's shapes.
+# Usage (device, repo root): bash benchmarks/speed7_gpu.sh compile|profile|learn   (figures under $OUT)
+set -uo pipefail
+stage=$1
+source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed7
+synthetic=(--synthetic --steps 10 --window 1792)
+consumer=(attention=flex fused_mlp=false)
+probe() {  # log name, time limit in s, compile_probe_gpu.py arguments: its output in $out/NAME.txt, the summary
+    local name=$1 limit=$2; shift 2  # printed (a probe stopped by its limit still reports what it built by then)
+    timeout "$limit" python benchmarks/compile_probe_gpu.py "$@" > "$out/$name.txt" 2>&1
+    echo "== $name"; tail -30 "$out/$name.txt"
+}
+case $stage in
+compile)
+    park_fa4_half
+    probe compile_12gb 180 12gb --cap 10.5 "${consumer[@]}"
+    probe compile_16gb 360 16gb --cap 14.5 "${consumer[@]}"
+    ;;
+profile)
+    install_fa4
+    python benchmarks/profile_step_gpu.py seed > "$out/profile_seed_fa4.txt" 2>&1
+    grep -vE "Warning|warn" "$out/profile_seed_fa4.txt" | head -36
+    bench h100_131k_fa4 --preset h100 "${synthetic[@]}" seq_len=131072 grad_accum=4 max_seq_len=131072
+    TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 timeout 300 \
+        bash -c "$(declare -f bench); out=$out; bench seed_coordinate_fa4 --preset seed ${synthetic[*]}"
+    ;;
+learn)
+    for layout in "32768 4" "131072 1"; do
+        set -- $layout
+        python -m cavegpt train --preset seed "${textmix_globs[@]}" val_tokens=2097152 save_checkpoint=false \
+            num_iterations=150 cooldown_iters=55 val_every=25 log_every=25 seq_len=$1 grad_accum=$2 \
+            max_seq_len=$1 log_dir=/tmp/cavegpt-speed7-runs run_id="seed150_$1" > "$out/train_seed150_$1.txt" 2>&1
+        echo "== $2 x $1"; grep -E "warm-up|val_loss" "$out/train_seed150_$1.txt" | tail -3
+    done
+    probe compile_record-24gb 300 record-24gb --cap 22 "${consumer[@]}"
+    ;;
+esac
