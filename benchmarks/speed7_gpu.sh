@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Issues 16 and 18, the GPU work planned in session 9, in stages of one device call each (one H100 kept warm
 # between calls, so /tmp, the FA4 install and the inductor cache carry over):
-#   compile: parks the first half of the split FA4 wheel (carry .whl/cu13a); where the cold compile of `16gb`
-#            (16,384-token micro-batches, 198.5 s on 2026-11-26) goes, beside `12gb` (8,192 tokens, 94 s):
-#            benchmarks/compile_probe_gpu.py, each on empty caches of its own, as on those cards (Flex, plain MLP).
+#   autotune: parks the first half of the split FA4 wheel (carry .whl/cu13a); seed (Flex) plain and with inductor
+#            choosing each matmul's kernel by timing its candidates (TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1, cuBLAS among
+#            them; the issue's "autotuning for the fixed shapes"), given 420 s to compile.
 #   profile: installs FA4 (carry .whl/fa4); where a seed step goes with FA4 (session 8's profile was Flex);
 #            h100 at 4 × 131,072 with FA4 (+3.0 % over 8 × 65,536 on Flex, session 8); seed with inductor's
 #            coordinate-descent tuning given the call's time (it had not finished compiling in 240 s).
+#   compile: where the cold compile of `16gb`
+#            (16,384-token micro-batches, 198.5 s on 2026-11-26) goes, beside `12gb` (8,192 tokens, 94 s):
+#            benchmarks/compile_probe_gpu.py, each on empty caches of its own, as on those cards (Flex, plain MLP).
 #   learn:   (carry .devdata/textmix) 150-step seed runs at 131,072 tokens per step on textmix, as 4 × 32,768
 #            and as 1 × 131,072 (the learning check the 131,072 layout needs before the h100 preset takes it);
 #            then record-24gb's compile probe at its last stage's shapes.
-# Usage (device, repo root): bash benchmarks/speed7_gpu.sh compile|profile|learn   (figures under $OUT)
+# Usage (device, repo root): bash benchmarks/speed7_gpu.sh autotune|profile|compile|learn   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed7
@@ -22,8 +25,13 @@ probe() {  # log name, time limit in s, compile_probe_gpu.py arguments: its outp
     echo "== $name"; tail -30 "$out/$name.txt"
 }
 case $stage in
-compile)
+autotune)
     park_fa4_half
+    bench seed_flex --preset seed "${synthetic[@]}" attention=flex
+    TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1 timeout 420 \
+        bash -c "$(declare -f bench); out=$out; bench seed_flex_gemm_autotune --preset seed ${synthetic[*]} attention=flex"
+    ;;
+compile)
     probe compile_12gb 180 12gb --cap 10.5 "${consumer[@]}"
     probe compile_16gb 360 16gb --cap 14.5 "${consumer[@]}"
     ;;
