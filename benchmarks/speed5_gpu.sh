@@ -7,7 +7,7 @@
 #          has no FA4 path) and this tree (attention=auto, fused MLP) side by side: seed and h100 at window 1792.
 #   record: the same for record at its last stage (FA4 still in /tmp from the seed call; carry .devdata/baseline).
 #   levers: Flex, nothing carried: inductor's CUDA graphs over forward and backward off / on
-#          (benchmarks/cudagraph_gpu.py), seed plain and with inductor's coordinate-descent tuning of its
+#          (benchmarks/step_lever_gpu.py), seed plain and with inductor's coordinate-descent tuning of its
 #          kernels' block sizes, and where a record step (last stage) goes.
 # Usage (device, repo root): bash benchmarks/speed5_gpu.sh park|seed|record|levers   (figures under $OUT)
 set -uo pipefail
@@ -33,9 +33,9 @@ record)
     bench new_record --preset record "${synthetic[@]}" --at-step 1900
     ;;
 levers)
-    for graphs in off on; do
-        python benchmarks/cudagraph_gpu.py $graphs seed attention=flex > "$out/cudagraphs_$graphs.txt" 2>&1
-        grep -E "^cudagraphs|Error" "$out/cudagraphs_$graphs.txt" || tail -5 "$out/cudagraphs_$graphs.txt"
+    for lever in off cudagraphs; do
+        python benchmarks/step_lever_gpu.py $lever seed attention=flex > "$out/cudagraphs_$lever.txt" 2>&1
+        grep -E "^$lever:|Error" "$out/cudagraphs_$lever.txt" || tail -5 "$out/cudagraphs_$lever.txt"
     done
     bench seed_flex --preset seed "${synthetic[@]}" attention=flex
     python benchmarks/profile_step_gpu.py record attention=flex > "$out/profile_record.txt" 2>&1

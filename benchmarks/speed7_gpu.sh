@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Issues 16 and 18, the GPU work planned in session 9, in stages of one device call each (one H100 kept warm
 # between calls, so /tmp, the FA4 install and the inductor cache carry over):
-#   autotune: parks the first half of the split FA4 wheel (carry .whl/cu13a); seed (Flex) plain and with inductor
-#            choosing each matmul's kernel by timing its candidates (TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1, cuBLAS among
-#            them; the issue's "autotuning for the fixed shapes"), given 420 s to compile.
+#   autotune: parks the first half of the split FA4 wheel (carry .whl/cu13a); seed (Flex) plain and with the block
+#            sizes of inductor's kernels tuned by coordinate descent for the fixed shapes
+#            (TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1, not done compiling after 240 s in session 8), given 450 s.
+#            (The issue's other autotuning, max-autotune's matmul templates, gave +0.6 % in session 5.)
 #   profile: installs FA4 (carry .whl/fa4); where a seed step goes with FA4 (session 8's profile was Flex);
-#            h100 at 4 × 131,072 with FA4 (+3.0 % over 8 × 65,536 on Flex, session 8); seed with inductor's
-#            coordinate-descent tuning given the call's time (it had not finished compiling in 240 s).
-#   compile: where the cold compile of `16gb`
-#            (16,384-token micro-batches, 198.5 s on 2026-11-26) goes, beside `12gb` (8,192 tokens, 94 s):
-#            benchmarks/compile_probe_gpu.py, each on empty caches of its own, as on those cards (Flex, plain MLP).
+#            h100 at 4 × 131,072 with FA4 (+3.0 % over 8 × 65,536 on Flex, session 8); seed with compiled
+#            autograd off / on (benchmarks/step_lever_gpu.py: the gradient accumulation adds fused into the
+#            backward).
+#   compile: where the cold compile of `16gb` (16,384-token micro-batches, 198.5 s on 2026-11-26) goes, beside
+#            `12gb` (8,192 tokens, 94 s): benchmarks/compile_probe_gpu.py, each on empty caches of its own, as on
+#            those cards (Flex, plain MLP).
 #   learn:   (carry .devdata/textmix) 150-step seed runs at 131,072 tokens per step on textmix, as 4 × 32,768
 #            and as 1 × 131,072 (the learning check the 131,072 layout needs before the h100 preset takes it);
 #            then record-24gb's compile probe at its last stage's shapes.
@@ -28,8 +30,8 @@ case $stage in
 autotune)
     park_fa4_half
     bench seed_flex --preset seed "${synthetic[@]}" attention=flex
-    TORCHINDUCTOR_MAX_AUTOTUNE_GEMM=1 timeout 420 \
-        bash -c "$(declare -f bench); out=$out; bench seed_flex_gemm_autotune --preset seed ${synthetic[*]} attention=flex"
+    TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 timeout 450 \
+        bash -c "$(declare -f bench); out=$out; bench seed_flex_coordinate --preset seed ${synthetic[*]} attention=flex"
     ;;
 compile)
     probe compile_12gb 180 12gb --cap 10.5 "${consumer[@]}"
@@ -40,8 +42,10 @@ profile)
     python benchmarks/profile_step_gpu.py seed > "$out/profile_seed_fa4.txt" 2>&1
     grep -vE "Warning|warn" "$out/profile_seed_fa4.txt" | head -36
     bench h100_131k_fa4 --preset h100 "${synthetic[@]}" seq_len=131072 grad_accum=4 max_seq_len=131072
-    TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 timeout 300 \
-        bash -c "$(declare -f bench); out=$out; bench seed_coordinate_fa4 --preset seed ${synthetic[*]}"
+    for lever in off compiled_autograd; do
+        timeout 200 python benchmarks/step_lever_gpu.py $lever seed > "$out/step_lever_$lever.txt" 2>&1
+        grep -E "^$lever:|Error" "$out/step_lever_$lever.txt" || tail -5 "$out/step_lever_$lever.txt"
+    done
     ;;
 learn)
     for layout in "32768 4" "131072 1"; do
