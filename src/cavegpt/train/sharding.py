@@ -177,9 +177,10 @@ class ShardedStep:
 
     def _gathered(self, piece: Tensor, shape: torch.Size) -> Tensor | None:
         """Every rank's ``piece`` joined into ``shape`` on rank 0's CPU (None elsewhere)."""
-        parts = [torch.empty_like(piece) for _ in range(self.world.size)] if self.world.is_main else None
-        together(self.world, CHECKPOINT_STATE, lambda: dist.gather(piece.contiguous(), parts, dst=MAIN_RANK))
-        return torch.cat(parts).view(shape).cpu() if parts is not None else None
+        whole = piece.new_empty(self.world.size, piece.numel()) if self.world.is_main else None
+        parts = list(whole.unbind()) if whole is not None else None  # views: the pieces land in place, no join
+        together(self.world, CHECKPOINT_STATE, lambda: dist.gather(piece.reshape(-1), parts, dst=MAIN_RANK))
+        return whole.view(shape).cpu() if whole is not None else None
 
     def _from_owner(self, entry: dict | None, owner: int, device: torch.device) -> dict | None:
         """``entry`` (tensors and plain values) as rank ``owner`` holds it, on rank 0's CPU (None elsewhere):
