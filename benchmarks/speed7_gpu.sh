@@ -9,13 +9,15 @@
 #            h100 at 4 × 131,072 with FA4 (+3.0 % over 8 × 65,536 on Flex, session 8); seed with compiled
 #            autograd off / on (benchmarks/step_lever_gpu.py: the gradient accumulation adds fused into the
 #            backward).
+#   layouts: record at its last stage in micro-batches of 32,768 (its own), 65,536 and 131,072 tokens (the same
+#            tokens per step), Flex.
 #   compile: where the cold compile of `16gb` (16,384-token micro-batches, 198.5 s on 2026-11-26) goes, beside
 #            `12gb` (8,192 tokens, 94 s): benchmarks/compile_probe_gpu.py, each on empty caches of its own, as on
 #            those cards (Flex, plain MLP).
 #   learn:   (carry .devdata/textmix) 150-step seed runs at 131,072 tokens per step on textmix, as 4 × 32,768
 #            and as 1 × 131,072 (the learning check the 131,072 layout needs before the h100 preset takes it);
 #            then record-24gb's compile probe at its last stage's shapes.
-# Usage (device, repo root): bash benchmarks/speed7_gpu.sh autotune|profile|compile|learn   (figures under $OUT)
+# Usage (device, repo root): bash benchmarks/speed7_gpu.sh autotune|profile|layouts|compile|learn   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed7
@@ -32,6 +34,12 @@ autotune)
     bench seed_flex --preset seed "${synthetic[@]}" attention=flex
     TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 timeout 450 \
         bash -c "$(declare -f bench); out=$out; bench seed_flex_coordinate --preset seed ${synthetic[*]} attention=flex"
+    ;;
+layouts)
+    bench record_32k --preset record "${synthetic[@]}" --at-step 1900 attention=flex
+    bench record_65k --preset record "${synthetic[@]}" --at-step 1900 attention=flex seq_len=65536 batch_ramp=2,4,6
+    bench record_131k --preset record "${synthetic[@]}" --at-step 1900 attention=flex seq_len=131072 \
+        max_seq_len=131072 batch_ramp=1,2,3
     ;;
 compile)
     probe compile_12gb 180 12gb --cap 10.5 "${consumer[@]}"
