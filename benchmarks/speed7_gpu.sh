@@ -17,7 +17,10 @@
 #   learn:   (carry .devdata/textmix) 150-step seed runs at 131,072 tokens per step on textmix, as 4 × 32,768
 #            and as 1 × 131,072 (the learning check the 131,072 layout needs before the h100 preset takes it);
 #            then record-24gb's compile probe at its last stage's shapes.
-# Usage (device, repo root): bash benchmarks/speed7_gpu.sh autotune|profile|layouts|compile|learn   (figures under $OUT)
+#   pair:    on a 2-GPU machine, two lanes at once: GPU 0 the compile probes of 16gb then record-24gb (as in
+#            `compile`, the consumer cards' settings); GPU 1 seed (Flex) plain, then with coordinate-descent tuning
+#            given 420 s (as in `autotune`, without the FA4 half).
+# Usage (device, repo root): bash benchmarks/speed7_gpu.sh autotune|profile|layouts|compile|learn|pair   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed7
@@ -44,6 +47,14 @@ layouts)
 compile)
     probe compile_12gb 180 12gb --cap 10.5 "${consumer[@]}"
     probe compile_16gb 360 16gb --cap 14.5 "${consumer[@]}"
+    ;;
+pair)
+    (CUDA_VISIBLE_DEVICES=0 probe compile_16gb 260 16gb --cap 14.5 "${consumer[@]}"
+     CUDA_VISIBLE_DEVICES=0 probe compile_record-24gb 280 record-24gb --cap 22 "${consumer[@]}") &
+    CUDA_VISIBLE_DEVICES=1 bench seed_flex --preset seed "${synthetic[@]}" attention=flex
+    CUDA_VISIBLE_DEVICES=1 TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 timeout 420 \
+        bash -c "$(declare -f bench); out=$out; bench seed_flex_coordinate --preset seed ${synthetic[*]} attention=flex"
+    wait
     ;;
 profile)
     install_fa4
