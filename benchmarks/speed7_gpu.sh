@@ -20,7 +20,11 @@
 #   pair:    on a 2-GPU machine, two lanes at once: GPU 0 the compile probes of 16gb then record-24gb (as in
 #            `compile`, the consumer cards' settings); GPU 1 seed (Flex) plain, then with coordinate-descent tuning
 #            given 420 s (as in `autotune`, without the FA4 half).
-# Usage (device, repo root): bash benchmarks/speed7_gpu.sh autotune|profile|layouts|compile|learn|pair   (figures under $OUT)
+#   mask:    on a 2-GPU machine, the block mask built without sorting (the slow Triton builds `pair` found): its
+#            GPU test first, then cold runs on empty caches of their own: GPU 1 16gb on the code before
+#            (.devdata/premask, `git archive 167e598 src`) then on this tree (tokens/s and compile, one GPU);
+#            GPU 0 record-24gb at its last stage on this tree.
+# Usage (device, repo root): bash benchmarks/speed7_gpu.sh autotune|profile|layouts|compile|learn|pair|mask   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed7
@@ -54,6 +58,17 @@ pair)
     CUDA_VISIBLE_DEVICES=1 bench seed_flex --preset seed "${synthetic[@]}" attention=flex
     CUDA_VISIBLE_DEVICES=1 TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 timeout 420 \
         bash -c "$(declare -f bench); out=$out; bench seed_flex_coordinate --preset seed ${synthetic[*]} attention=flex"
+    wait
+    ;;
+mask)
+    python -m pytest -q tests/test_masks.py -k gpu > "$out/gpu_test.txt" 2>&1
+    tail -3 "$out/gpu_test.txt"; grep -q "1 passed" "$out/gpu_test.txt" || exit 1
+    empty() { rm -rf "/tmp/cache-$1"; echo TORCHINDUCTOR_CACHE_DIR=/tmp/cache-$1/inductor TRITON_CACHE_DIR=/tmp/cache-$1/triton; }
+    (export CUDA_VISIBLE_DEVICES=0 $(empty r24)
+     bench record-24gb_new --preset record-24gb "${synthetic[@]}" --at-step 1900 --memory-limit-gib 22 "${consumer[@]}") &
+    export CUDA_VISIBLE_DEVICES=1
+    (export $(empty old); older premask 16gb_old --preset 16gb "${synthetic[@]}" --memory-limit-gib 14.5 "${consumer[@]}")
+    (export $(empty new); bench 16gb_new --preset 16gb "${synthetic[@]}" --memory-limit-gib 14.5 "${consumer[@]}")
     wait
     ;;
 profile)

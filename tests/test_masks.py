@@ -7,9 +7,9 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.nn.attention.flex_attention import flex_attention
+from torch.nn.attention.flex_attention import BlockMask, flex_attention
 
-from cavegpt.model.masks import BLOCK_SIZE, EOT_TOKEN, dense_mask, document_ids, flex_block_mask
+from cavegpt.model.masks import BLOCK_SIZE, EOT_TOKEN, _ordered, dense_mask, document_ids, flex_block_mask
 
 
 def random_documents(batch: int, seq_len: int, mean_doc_len: float, generator: torch.Generator) -> torch.Tensor:
@@ -79,6 +79,26 @@ def test_full_blocks_are_really_full_and_skipped_blocks_empty() -> None:
     assert listed < 16 * 17 / 2  # the window and the documents do skip work
 
 
+def test_ordered_is_a_stable_sort_of_used_blocks_first() -> None:
+    blocks = torch.rand(3, 40, 40, generator=torch.Generator().manual_seed(2)) < 0.3
+    blocks[0, 0] = False  # a row with no block used
+    blocks[0, 1] = True  # and one with every block
+    counts, indices = _ordered(blocks)
+    expected = blocks.to(torch.int8).argsort(dim=-1, descending=True, stable=True)
+    assert torch.equal(counts[:, 0], blocks.sum(dim=-1, dtype=torch.int32))
+    assert torch.equal(indices[:, 0], expected.to(torch.int32))
+
+
+def test_query_block_side_equals_torch_transpose() -> None:
+    """The backward's per-key-block lists, built without sorting, match what BlockMask derives itself."""
+    tokens = random_documents(2, 2048, 400.0, torch.Generator().manual_seed(3))
+    ours = flex_block_mask(document_ids(tokens), torch.tensor(640))
+    torchs = BlockMask.from_kv_blocks(ours.kv_num_blocks, ours.kv_indices, ours.full_kv_num_blocks,
+                                      ours.full_kv_indices, BLOCK_SIZE=BLOCK_SIZE)
+    for name in ("q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices"):
+        assert torch.equal(getattr(ours, name), getattr(torchs, name)), name
+
+
 def test_flex_and_sdpa_paths_agree_in_forward() -> None:
     generator = torch.Generator().manual_seed(1)
     tokens = random_documents(2, 512, 150.0, generator)
@@ -94,3 +114,19 @@ def test_flex_and_sdpa_paths_agree_in_forward() -> None:
 def test_sequence_length_must_be_whole_blocks() -> None:
     with pytest.raises(ValueError, match="multiple of 128"):
         flex_block_mask(torch.zeros(1, 200, dtype=torch.long), torch.tensor(64))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the mask as inductor builds it there")
+def test_compiled_block_mask_equals_eager_on_gpu() -> None:
+    """At 128 blocks per row (16,384 tokens), the size whose sorting networks were slow to compile."""
+    tokens = random_documents(1, 16384, 700.0, torch.Generator().manual_seed(4)).cuda()
+    docs, window = document_ids(tokens), torch.tensor(1792, device="cuda")
+    names = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
+             "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices")
+
+    def mask_tensors(docs: torch.Tensor, window: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        block_mask = flex_block_mask(docs, window)
+        return tuple(getattr(block_mask, name) for name in names)
+
+    for name, compiled, eager in zip(names, torch.compile(mask_tensors)(docs, window), mask_tensors(docs, window)):
+        assert torch.equal(compiled, eager), name

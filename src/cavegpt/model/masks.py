@@ -45,10 +45,20 @@ def dense_mask(docs: Tensor, window: Tensor) -> Tensor:
 
 
 def _ordered(blocks: Tensor) -> tuple[Tensor, Tensor]:
-    """Dense ``[B, nq, nkv]`` block booleans → (counts, indices) with the used blocks first."""
-    counts = blocks.sum(dim=-1, dtype=torch.int32)
-    indices = blocks.to(torch.int8).argsort(dim=-1, descending=True, stable=True).to(torch.int32)
-    return counts[:, None].contiguous(), indices[:, None].contiguous()
+    """Dense ``[B, rows, n]`` block booleans → (counts, indices): each row's used blocks first, ascending.
+
+    A stable sort without sorting: a block's place is the number of used blocks before it (or, for an
+    unused block, the row's count plus the unused blocks before it), then one scatter. Inductor builds a
+    scan for this; for ``argsort`` at 128 blocks per row (16,384-token micro-batches) it built sorting
+    networks that took Triton 35-70 s each to compile (docs/BENCHMARKS.md, 2026-11-26, session 10).
+    """
+    used = blocks.to(torch.int64)
+    used_before = used.cumsum(dim=-1) - used
+    counts = used.sum(dim=-1)
+    block = torch.arange(blocks.size(-1), device=blocks.device).expand_as(used)
+    place = torch.where(blocks, used_before, counts[..., None] + block - used_before)
+    indices = torch.empty_like(place).scatter_(-1, place, block)
+    return counts.to(torch.int32)[:, None].contiguous(), indices.to(torch.int32)[:, None].contiguous()
 
 
 def flex_block_mask(docs: Tensor, window: Tensor) -> BlockMask:
@@ -79,13 +89,19 @@ def flex_block_mask(docs: Tensor, window: Tensor) -> BlockMask:
 
     full = all_causal & all_window & all_doc
     partial = any_causal & any_window & any_doc & ~full
-    partial_counts, partial_indices = _ordered(partial)
-    full_counts, full_indices = _ordered(full)
+    # the query-block side (for the backward) is the same rule read by columns, built here too, as
+    # BlockMask.from_kv_blocks would sort again to get it
+    kv_partial, kv_full = _ordered(partial), _ordered(full)
+    q_partial, q_full = _ordered(partial.transpose(1, 2)), _ordered(full.transpose(1, 2))
 
     def mask_mod(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
         return allowed(q_idx, kv_idx, docs[b, q_idx], docs[b, kv_idx], window)
 
-    return BlockMask.from_kv_blocks(
-        partial_counts, partial_indices, full_counts, full_indices,
-        BLOCK_SIZE=BLOCK_SIZE, mask_mod=mask_mod,
+    return BlockMask(
+        seq_lengths=(seq_len, seq_len),
+        kv_num_blocks=kv_partial[0], kv_indices=kv_partial[1],
+        full_kv_num_blocks=kv_full[0], full_kv_indices=kv_full[1],
+        q_num_blocks=q_partial[0], q_indices=q_partial[1],
+        full_q_num_blocks=q_full[0], full_q_indices=q_full[1],
+        BLOCK_SIZE=(BLOCK_SIZE, BLOCK_SIZE), mask_mod=mask_mod,
     )
