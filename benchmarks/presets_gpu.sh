@@ -20,8 +20,8 @@ rm -rf /tmp/cache  # every cold run starts on empty caches
 # A fresh machine's own start-up (imports, CUDA, inductor, a first compile) is 13-15 s
 # (benchmarks/first_compile_gpu.py, docs/BENCHMARKS.md session 7), so the 187-191 s first compiles of
 # session 5 lie in the presets or their caps: the cold runs log every recompile and its reason.
-seconds_for() {  # a run's limit: its own, or what is left of the call's 600 s (less the table and the tar)
-    local left=$((570 - SECONDS)); echo $((left < $1 ? left : $1))
+seconds_for() {  # a run's limit: its own, or what is left of the call (CALL_SECONDS, 570 of a 600 s call: less the
+    local left=$((${CALL_SECONDS:-570} - SECONDS))  # table and the tar); echo $((left < $1 ? left : $1))
 }
 lane() {  # GPU index: its share of the presets, each cold then warm
     local gpu=$1 i

@@ -117,9 +117,11 @@ def test_sequence_length_must_be_whole_blocks() -> None:
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the mask as inductor builds it there")
-def test_compiled_block_mask_equals_eager_on_gpu() -> None:
-    """At 128 blocks per row (16,384 tokens), the size whose sorting networks were slow to compile."""
-    tokens = random_documents(1, 16384, 700.0, torch.Generator().manual_seed(4)).cuda()
+@pytest.mark.parametrize("seq_len", [16384, 32768])
+def test_compiled_block_mask_equals_eager_on_gpu(seq_len: int) -> None:
+    """128 blocks per row (16,384 tokens): argsort's sorting networks were slow to build there;
+    256 (32,768): a transposed view of the block rule made inductor fail to generate a kernel."""
+    tokens = random_documents(1, seq_len, 700.0, torch.Generator().manual_seed(4)).cuda()
     docs, window = document_ids(tokens), torch.tensor(1792, device="cuda")
     names = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices",
              "q_num_blocks", "q_indices", "full_q_num_blocks", "full_q_indices")

@@ -74,25 +74,37 @@ def flex_block_mask(docs: Tensor, window: Tensor) -> BlockMask:
     n_blocks = seq_len // BLOCK_SIZE
     block_docs = docs.view(batch, n_blocks, BLOCK_SIZE)
     first, last = block_docs[..., 0], block_docs[..., -1]
-
     block = torch.arange(n_blocks, device=docs.device)
-    q_block, kv_block = block[:, None], block[None, :]
-    distance = (q_block - kv_block) * BLOCK_SIZE  # q_idx - kv_idx between the blocks' first tokens
-    # some pair (q, k) of the two blocks passes each test ...
-    any_causal = q_block >= kv_block
-    any_window = distance - (BLOCK_SIZE - 1) < window
-    any_doc = (first[:, :, None] <= last[:, None, :]) & (first[:, None, :] <= last[:, :, None])
-    # ... or every pair does
-    all_causal = q_block > kv_block
-    all_window = distance + (BLOCK_SIZE - 1) < window
-    all_doc = (first[:, :, None] == last[:, None, :]) & (first[:, None, :] == last[:, :, None])
+    rows, cols = block[:, None], block[None, :]
 
-    full = all_causal & all_window & all_doc
-    partial = any_causal & any_window & any_doc & ~full
-    # the query-block side (for the backward) is the same rule read by columns, built here too, as
-    # BlockMask.from_kv_blocks would sort again to get it
+    def by_row(ids: Tensor) -> Tensor:
+        return ids[:, :, None]
+
+    def by_col(ids: Tensor) -> Tensor:
+        return ids[:, None, :]
+
+    def full_and_partial(q_first: Tensor, q_last: Tensor, kv_first: Tensor, kv_last: Tensor,
+                         q_block: Tensor, kv_block: Tensor) -> tuple[Tensor, Tensor]:
+        distance = (q_block - kv_block) * BLOCK_SIZE  # q_idx - kv_idx between the blocks' first tokens
+        # some pair (q, k) of the two blocks passes each test ...
+        any_causal = q_block >= kv_block
+        any_window = distance - (BLOCK_SIZE - 1) < window
+        any_doc = (q_first <= kv_last) & (kv_first <= q_last)
+        # ... or every pair does
+        all_causal = q_block > kv_block
+        all_window = distance + (BLOCK_SIZE - 1) < window
+        all_doc = (q_first == kv_last) & (kv_first == q_last)
+        full = all_causal & all_window & all_doc
+        return full, any_causal & any_window & any_doc & ~full
+
+    # [B, query block, key block] for the forward's lists, and the same rule computed again as
+    # [B, key block, query block] for the backward's (BlockMask.from_kv_blocks would sort to get them;
+    # a transposed view here made inductor 2.11 fail to generate the kernel at 256 blocks per row)
+    full, partial = full_and_partial(by_row(first), by_row(last), by_col(first), by_col(last), rows, cols)
+    full_by_key, partial_by_key = full_and_partial(by_col(first), by_col(last), by_row(first), by_row(last),
+                                                   cols, rows)
     kv_partial, kv_full = _ordered(partial), _ordered(full)
-    q_partial, q_full = _ordered(partial.transpose(1, 2)), _ordered(full.transpose(1, 2))
+    q_partial, q_full = _ordered(partial_by_key), _ordered(full_by_key)
 
     def mask_mod(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
         return allowed(q_idx, kv_idx, docs[b, q_idx], docs[b, kv_idx], window)
