@@ -5,7 +5,7 @@
 # 2-GPU machine finishes in one 600 s call; a run cut by its time limit, or not started for want of time
 # before the call's end, shows as '-' in the table. Consumer-card presets run Flex and the plain MLP, as on
 # those cards; h100, seed and record run whatever attention=auto and fused_mlp pick there.
-# Usage (device, repo root): bash benchmarks/presets_gpu.sh   (table printed last; $OUT gets it, gpu.txt and
+# Usage (device, repo root): bash benchmarks/presets_gpu.sh [PRESET...]   (every preset unless named; table printed last; $OUT gets it, gpu.txt and
 # the runs' logs as one logs.tar.gz, as a call brings back at most 8 files)
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh" /tmp/cavegpt-presets
@@ -15,13 +15,18 @@ consumer="attention=flex fused_mlp=false"
 # over 220 s on 2026-11-26, against 79-95 s for the others)
 presets=("record 0 --at-step 1900" "seed 0" "h100 0" "4090 22 $consumer" "record-16gb 14.5 --at-step 1900 $consumer"
          "12gb 10.5 $consumer" "16gb 14.5 $consumer" "record-24gb 22 --at-step 1900 $consumer")
+if [ $# -gt 0 ]; then  # only the presets named, in the order above
+    named=(); for entry in "${presets[@]}"; do [[ " $* " == *" ${entry%% *} "* ]] && named+=("$entry"); done
+    presets=("${named[@]}")
+fi
 lanes=$(nvidia-smi -L | wc -l)
 rm -rf /tmp/cache  # every cold run starts on empty caches
 # A fresh machine's own start-up (imports, CUDA, inductor, a first compile) is 13-15 s
 # (benchmarks/first_compile_gpu.py, docs/BENCHMARKS.md session 7), so the 187-191 s first compiles of
 # session 5 lie in the presets or their caps: the cold runs log every recompile and its reason.
-seconds_for() {  # a run's limit: its own, or what is left of the call (CALL_SECONDS, 570 of a 600 s call: less the
-    local left=$((${CALL_SECONDS:-570} - SECONDS))  # table and the tar); echo $((left < $1 ? left : $1))
+seconds_for() {  # a run's limit: its own, or what is left of the call (CALL_SECONDS, 570 of a 600 s call, less
+    local left=$((${CALL_SECONDS:-570} - SECONDS))  # the table and the tar)
+    echo $((left < $1 ? left : $1))
 }
 lane() {  # GPU index: its share of the presets, each cold then warm
     local gpu=$1 i
