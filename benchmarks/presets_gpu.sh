@@ -11,8 +11,8 @@ set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh" /tmp/cavegpt-presets
 # preset, cap in GiB (0: none), extra arguments
 consumer="attention=flex fused_mlp=false"
-# (dealt so that each lane ends with one of the two slowest cold compiles, the 16,384-token presets: 198.5 s and
-# over 220 s on 2026-11-26, against 79-95 s for the others)
+# (on 2 GPUs, lane 0 gets record, h100, record-16gb, 16gb and lane 1 the rest: two of the four slower compiles each,
+# 65-78 s against 45-51 s cold on 2026-11-26, session 10; about 380 s per lane with the warm runs)
 presets=("record 0 --at-step 1900" "seed 0" "h100 0" "4090 22 $consumer" "record-16gb 14.5 --at-step 1900 $consumer"
          "12gb 10.5 $consumer" "16gb 14.5 $consumer" "record-24gb 22 --at-step 1900 $consumer")
 if [ $# -gt 0 ]; then  # only the presets named, in the order above
