@@ -1,30 +1,23 @@
 #!/usr/bin/env bash
-# Issues 16 and 18, the GPU work planned in session 9, in stages of one device call each (one H100 kept warm
-# between calls, so /tmp, the FA4 install and the inductor cache carry over):
-#   autotune: parks the first half of the split FA4 wheel (carry .whl/cu13a); seed (Flex) plain and with the block
-#            sizes of inductor's kernels tuned by coordinate descent for the fixed shapes
-#            (TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1, not done compiling after 240 s in session 8), given 450 s.
-#            (The issue's other autotuning, max-autotune's matmul templates, gave +0.6 % in session 5.)
+# Issues 16 and 18, the GPU work planned in sessions 9-10, in stages of one device call each.
+# On one H100 kept warm between calls (so /tmp, the FA4 install and the inductor cache carry over), in this order:
+#   layouts: parks the first half of the split FA4 wheel (carry .whl/cu13a); record at its last stage in
+#            micro-batches of 32,768 (its own), 65,536 and 131,072 tokens (the same tokens per step), Flex.
 #   profile: installs FA4 (carry .whl/fa4); where a seed step goes with FA4 (session 8's profile was Flex);
 #            h100 at 4 × 131,072 with FA4 (+3.0 % over 8 × 65,536 on Flex, session 8); seed with compiled
 #            autograd off / on (benchmarks/step_lever_gpu.py: the gradient accumulation adds fused into the
 #            backward).
-#   layouts: record at its last stage in micro-batches of 32,768 (its own), 65,536 and 131,072 tokens (the same
-#            tokens per step), Flex.
-#   compile: where the cold compile of `16gb` (16,384-token micro-batches, 198.5 s on 2026-11-26) goes, beside
-#            `12gb` (8,192 tokens, 94 s): benchmarks/compile_probe_gpu.py, each on empty caches of its own, as on
-#            those cards (Flex, plain MLP).
 #   learn:   (carry .devdata/textmix) 150-step seed runs at 131,072 tokens per step on textmix, as 4 × 32,768
-#            and as 1 × 131,072 (the learning check the 131,072 layout needs before the h100 preset takes it);
-#            then record-24gb's compile probe at its last stage's shapes.
-#   pair:    on a 2-GPU machine, two lanes at once: GPU 0 the compile probes of 16gb then record-24gb (as in
-#            `compile`, the consumer cards' settings); GPU 1 seed (Flex) plain, then with coordinate-descent tuning
-#            given 420 s (as in `autotune`, without the FA4 half).
-#   mask:    on a 2-GPU machine, the block mask built without sorting (the slow Triton builds `pair` found): its
-#            GPU test first, then cold runs on empty caches of their own: GPU 1 16gb on the code before
-#            (.devdata/premask, `git archive 167e598 src`) then on this tree (tokens/s and compile, one GPU);
-#            GPU 0 record-24gb at its last stage on this tree.
-# Usage (device, repo root): bash benchmarks/speed7_gpu.sh autotune|profile|layouts|compile|learn|pair|mask   (figures under $OUT)
+#            and as 1 × 131,072 (the learning check the 131,072 layout needs before the h100 preset takes it).
+# On a 2-GPU machine (session 10, as run there):
+#   pair:    two lanes at once: GPU 0 the compile probes (benchmarks/compile_probe_gpu.py, empty caches) of 16gb
+#            then record-24gb, with the consumer cards' settings (Flex, plain MLP); GPU 1 seed (Flex) plain,
+#            then with inductor's coordinate-descent tuning (TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1) given 420 s.
+#   mask:    the block mask built without sorting (the slow Triton builds `pair` found): its GPU test first,
+#            then cold runs on empty caches of their own: GPU 1 16gb on the code before (.devdata/premask,
+#            `git archive 167e598 src`) then on this tree (tokens/s and compile, one GPU); GPU 0 record-24gb at
+#            its last stage on this tree.
+# Usage (device, repo root): bash benchmarks/speed7_gpu.sh layouts|profile|learn|pair|mask   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed7
@@ -36,21 +29,12 @@ probe() {  # log name, time limit in s, compile_probe_gpu.py arguments: its outp
     echo "== $name"; tail -30 "$out/$name.txt"
 }
 case $stage in
-autotune)
-    park_fa4_half
-    bench seed_flex --preset seed "${synthetic[@]}" attention=flex
-    TORCHINDUCTOR_COORDINATE_DESCENT_TUNING=1 timeout 450 \
-        bash -c "$(declare -f bench); out=$out; bench seed_flex_coordinate --preset seed ${synthetic[*]} attention=flex"
-    ;;
 layouts)
+    park_fa4_half
     bench record_32k --preset record "${synthetic[@]}" --at-step 1900 attention=flex
     bench record_65k --preset record "${synthetic[@]}" --at-step 1900 attention=flex seq_len=65536 batch_ramp=2,4,6
     bench record_131k --preset record "${synthetic[@]}" --at-step 1900 attention=flex seq_len=131072 \
         max_seq_len=131072 batch_ramp=1,2,3
-    ;;
-compile)
-    probe compile_12gb 180 12gb --cap 10.5 "${consumer[@]}"
-    probe compile_16gb 360 16gb --cap 14.5 "${consumer[@]}"
     ;;
 pair)
     (CUDA_VISIBLE_DEVICES=0 probe compile_16gb 260 16gb --cap 14.5 "${consumer[@]}"
@@ -62,7 +46,7 @@ pair)
     ;;
 mask)
     python -m pytest -q tests/test_masks.py -k gpu > "$out/gpu_test.txt" 2>&1
-    tail -3 "$out/gpu_test.txt"; grep -q "1 passed" "$out/gpu_test.txt" || exit 1
+    tail -3 "$out/gpu_test.txt"; grep -qE "^[0-9]+ passed" "$out/gpu_test.txt" || exit 1  # (a failure leads the line)
     empty() { rm -rf "/tmp/cache-$1"; echo TORCHINDUCTOR_CACHE_DIR=/tmp/cache-$1/inductor TRITON_CACHE_DIR=/tmp/cache-$1/triton; }
     (export CUDA_VISIBLE_DEVICES=0 $(empty r24)
      bench record-24gb_new --preset record-24gb "${synthetic[@]}" --at-step 1900 --memory-limit-gib 22 "${consumer[@]}") &
@@ -89,6 +73,5 @@ learn)
             max_seq_len=$1 log_dir=/tmp/cavegpt-speed7-runs run_id="seed150_$1" > "$out/train_seed150_$1.txt" 2>&1
         echo "== $2 x $1"; grep -E "warm-up|val_loss" "$out/train_seed150_$1.txt" | tail -3
     done
-    probe compile_record-24gb 300 record-24gb --cap 22 "${consumer[@]}"
     ;;
 esac

@@ -61,6 +61,26 @@ def _ordered(blocks: Tensor) -> tuple[Tensor, Tensor]:
     return counts.to(torch.int32)[:, None].contiguous(), indices.to(torch.int32)[:, None].contiguous()
 
 
+def _full_and_partial(q_first: Tensor, q_last: Tensor, kv_first: Tensor, kv_last: Tensor,
+                      q_block: Tensor, kv_block: Tensor, window: Tensor) -> tuple[Tensor, Tensor]:
+    """Which block pairs pass the rule for every token pair (full) and for some but not all (partial).
+
+    Blocks are given by index and by the document ids of their first and last tokens, broadcast
+    against each other; the result has their broadcast shape.
+    """
+    distance = (q_block - kv_block) * BLOCK_SIZE  # q_idx - kv_idx between the blocks' first tokens
+    # some pair (q, k) of the two blocks passes each test ...
+    any_causal = q_block >= kv_block
+    any_window = distance - (BLOCK_SIZE - 1) < window
+    any_doc = (q_first <= kv_last) & (kv_first <= q_last)
+    # ... or every pair does
+    all_causal = q_block > kv_block
+    all_window = distance + (BLOCK_SIZE - 1) < window
+    all_doc = (q_first == kv_last) & (kv_first == q_last)
+    full = all_causal & all_window & all_doc
+    return full, any_causal & any_window & any_doc & ~full
+
+
 def flex_block_mask(docs: Tensor, window: Tensor) -> BlockMask:
     """BlockMask for FlexAttention over ``[B, T]`` document ids, ``T`` a multiple of 128.
 
@@ -76,33 +96,12 @@ def flex_block_mask(docs: Tensor, window: Tensor) -> BlockMask:
     first, last = block_docs[..., 0], block_docs[..., -1]
     block = torch.arange(n_blocks, device=docs.device)
     rows, cols = block[:, None], block[None, :]
-
-    def by_row(ids: Tensor) -> Tensor:
-        return ids[:, :, None]
-
-    def by_col(ids: Tensor) -> Tensor:
-        return ids[:, None, :]
-
-    def full_and_partial(q_first: Tensor, q_last: Tensor, kv_first: Tensor, kv_last: Tensor,
-                         q_block: Tensor, kv_block: Tensor) -> tuple[Tensor, Tensor]:
-        distance = (q_block - kv_block) * BLOCK_SIZE  # q_idx - kv_idx between the blocks' first tokens
-        # some pair (q, k) of the two blocks passes each test ...
-        any_causal = q_block >= kv_block
-        any_window = distance - (BLOCK_SIZE - 1) < window
-        any_doc = (q_first <= kv_last) & (kv_first <= q_last)
-        # ... or every pair does
-        all_causal = q_block > kv_block
-        all_window = distance + (BLOCK_SIZE - 1) < window
-        all_doc = (q_first == kv_last) & (kv_first == q_last)
-        full = all_causal & all_window & all_doc
-        return full, any_causal & any_window & any_doc & ~full
-
+    row_first, row_last, col_first, col_last = first[:, :, None], last[:, :, None], first[:, None], last[:, None]
     # [B, query block, key block] for the forward's lists, and the same rule computed again as
     # [B, key block, query block] for the backward's (BlockMask.from_kv_blocks would sort to get them;
     # a transposed view here made inductor 2.11 fail to generate the kernel at 256 blocks per row)
-    full, partial = full_and_partial(by_row(first), by_row(last), by_col(first), by_col(last), rows, cols)
-    full_by_key, partial_by_key = full_and_partial(by_col(first), by_col(last), by_row(first), by_row(last),
-                                                   cols, rows)
+    full, partial = _full_and_partial(row_first, row_last, col_first, col_last, rows, cols, window)
+    full_by_key, partial_by_key = _full_and_partial(col_first, col_last, row_first, row_last, cols, rows, window)
     kv_partial, kv_full = _ordered(partial), _ordered(full)
     q_partial, q_full = _ordered(partial_by_key), _ordered(full_by_key)
 
