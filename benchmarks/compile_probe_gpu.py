@@ -1,5 +1,6 @@
 """Where one preset's cold compile goes (issue 18: `16gb` 198.5 s and `record-24gb` over 220 s, both in
-micro-batches of 16,384 tokens, against 79-95 s for the other presets on 2026-11-26).
+micro-batches of 16,384 tokens, against 79-95 s for the other presets on 2026-11-26). It found the block mask's
+sorts (Triton sorting networks, 35-70 s each to build); without them both compile in 46-52 s (session 10).
 
 Runs the trainer's warm-up (every graph compiled) on inductor and Triton caches of its own, empty at the
 start, then prints torch.compile's time per phase and the Triton kernels that took longest to build. Triton
