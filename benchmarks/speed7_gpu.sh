@@ -4,9 +4,10 @@
 #   layouts: parks the first half of the split FA4 wheel (carry .whl/cu13a); record at its last stage in
 #            micro-batches of 32,768 (its own), 65,536 and 131,072 tokens (the same tokens per step), Flex.
 #   profile: installs FA4 (carry .whl/fa4); where a seed step goes with FA4 (session 8's profile was Flex);
-#            h100 at 4 × 131,072 with FA4 (+3.0 % over 8 × 65,536 on Flex, session 8); seed with compiled
-#            autograd off / on (benchmarks/step_lever_gpu.py: the gradient accumulation adds fused into the
-#            backward).
+#            h100 at 4 × 131,072 with FA4 (+3.0 % over 8 × 65,536 on Flex, session 8).
+#   levers:  seed (FA4 when installed) through benchmarks/step_lever_gpu.py: the trainer as it is (one
+#            _foreach_add_ of the gradients per micro-batch), autograd's own adds (the trainer before session 10),
+#            and compiled autograd (the adds fused into the compiled backward).
 #   learn:   (carry .devdata/textmix) 150-step seed runs at 131,072 tokens per step on textmix, as 4 × 32,768
 #            and as 1 × 131,072 (the learning check the 131,072 layout needs before the h100 preset takes it).
 # On a 2-GPU machine (session 10, as run there):
@@ -17,7 +18,7 @@
 #            then cold runs on empty caches of their own: GPU 1 16gb on the code before (.devdata/premask,
 #            `git archive 167e598 src`) then on this tree (tokens/s and compile, one GPU); GPU 0 record-24gb at
 #            its last stage on this tree.
-# Usage (device, repo root): bash benchmarks/speed7_gpu.sh layouts|profile|learn|pair|mask   (figures under $OUT)
+# Usage (device, repo root): bash benchmarks/speed7_gpu.sh layouts|profile|levers|learn|pair|mask   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed7
@@ -60,7 +61,9 @@ profile)
     python benchmarks/profile_step_gpu.py seed > "$out/profile_seed_fa4.txt" 2>&1
     grep -vE "Warning|warn" "$out/profile_seed_fa4.txt" | head -36
     bench h100_131k_fa4 --preset h100 "${synthetic[@]}" seq_len=131072 grad_accum=4 max_seq_len=131072
-    for lever in off compiled_autograd; do
+    ;;
+levers)
+    for lever in off autograd_adds compiled_autograd; do
         timeout 200 python benchmarks/step_lever_gpu.py $lever seed > "$out/step_lever_$lever.txt" 2>&1
         grep -E "^$lever:|Error" "$out/step_lever_$lever.txt" || tail -5 "$out/step_lever_$lever.txt"
     done

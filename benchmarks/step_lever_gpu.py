@@ -3,13 +3,15 @@
 * ``cudagraphs``: inductor's CUDA graphs over the compiled forward and backward, with every .grad allocated once
   and zeroed in place (a graph's outputs are overwritten by its next replay, so gradient accumulation must add
   into memory the graphs do not own). Measured in session 8: no gain.
-* ``compiled_autograd``: the backward traced whole at run time and compiled by inductor (PyTorch's compiled
+* ``compiled_autograd``: ``loss.backward()`` traced whole at run time and compiled by inductor (PyTorch's compiled
   autograd), so that the gradient accumulation adds (≈ 110 small kernels per micro-batch, 30 ms of a seed step in
   session 8's profile) fuse with the casts and products around them.
-* ``off``: neither, the same harness.
+* ``autograd_adds``: ``loss.backward()``, autograd adding each gradient into ``.grad`` as it arrives: the trainer
+  before ``accumulate_gradients`` (one ``_foreach_add_`` after the backward, session 10).
+* ``off``: none of these, the trainer as it is, in the same harness.
 
 Prints the first losses (to compare a lever against off: the same data and initial weights) and the bench line.
-Usage (device, repo root): PYTHONPATH=src python benchmarks/step_lever_gpu.py off|cudagraphs|compiled_autograd
+Usage (device, repo root): PYTHONPATH=src python benchmarks/step_lever_gpu.py off|autograd_adds|cudagraphs|compiled_autograd
 PRESET [key=value ...]
 """
 import functools
@@ -22,10 +24,11 @@ from cavegpt.config import build_config
 from cavegpt.data.synthetic import bench_overrides
 from cavegpt.optim.optimizers import Optimizers
 from cavegpt.report.bench import bench_window
+from cavegpt.train import trainer as trainer_module
 from cavegpt.train.trainer import Trainer
 
 WINDOW, STEPS = 1792, 10
-LEVERS = ("off", "cudagraphs", "compiled_autograd")
+LEVERS = ("off", "autograd_adds", "cudagraphs", "compiled_autograd")
 
 
 def zero_in_place(self: Optimizers) -> None:
@@ -49,6 +52,8 @@ def main() -> None:
     if lever == "cudagraphs":
         torch._inductor.config.triton.cudagraphs = True
         Optimizers.zero_grad = zero_in_place
+    if lever in ("autograd_adds", "compiled_autograd"):
+        trainer_module.accumulate_gradients = lambda loss, params: loss.backward()
     if lever == "compiled_autograd":
         Trainer.warmup = under_compiled_autograd(Trainer.warmup)
         Trainer.train_step = under_compiled_autograd(Trainer.train_step)

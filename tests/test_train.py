@@ -12,7 +12,7 @@ import torch
 from cavegpt.config import SAMPLE_CORPUS, build_config
 from cavegpt.model.gpt import GPT, ModelConfig
 from cavegpt.train.checkpoint import load_checkpoint
-from cavegpt.train.trainer import Trainer
+from cavegpt.train.trainer import Trainer, accumulate_gradients
 from tests.conftest import TinyRun, cavegpt, textmix_overrides
 
 
@@ -125,6 +125,30 @@ def test_seed_preset_first_losses_are_pinned() -> None:
     losses = [trainer.train_step(step).item() for step in range(len(SEED_FIRST_LOSSES))]
     # 1e-3 leaves room for another CPU's BLAS; a changed learning rate or feature moves step 2 by > 1e-2
     assert losses == pytest.approx(SEED_FIRST_LOSSES, abs=1e-3)
+
+
+def test_accumulated_gradients_equal_autograds_own() -> None:
+    """Three micro-batches through accumulate_gradients give bit for bit the .grad that .backward() leaves,
+    with the joined Q/K/V weights (gradients that are views of one tensor) and an unused parameter."""
+    config = ModelConfig(n_layer=2, n_head=2, d_model=32, backout_layer=1, window=64, max_seq_len=256,
+                         vocab_size=512, n_value_embeds=1, attention="sdpa")
+    torch.manual_seed(0)
+    batches = [torch.randint(0, 512, (1, 65)) for _ in range(3)]
+    grads = []
+    for use_helper in (False, True):
+        torch.manual_seed(1)
+        model = GPT(config)
+        for p in model.parameters():
+            torch.nn.init.normal_(p, std=0.05)  # every weight live, the zero-initialised ones too
+        unused = torch.nn.Parameter(torch.ones(3))
+        params = [*model.parameters(), unused]
+        for tokens in batches:
+            loss = model(tokens[:, :-1], torch.tensor(64), tokens[:, 1:])
+            accumulate_gradients(loss, params) if use_helper else loss.backward()
+        assert unused.grad is None
+        grads.append([p.grad for p in model.parameters()])
+    for expected, got in zip(*grads):
+        assert torch.equal(expected, got)
 
 
 def test_record_options_learn_on_the_cpu(tmp_path: Path) -> None:

@@ -35,6 +35,23 @@ from cavegpt.train.sharding import ShardedStep
 STEP_ORDER = ("matrices", "lm_head", "scalars", "embeddings")
 
 
+def accumulate_gradients(loss: Tensor, params: list[torch.nn.Parameter]) -> None:
+    """``loss.backward()`` for ``params``, with the new gradients added into ``.grad`` by one multi-tensor add.
+
+    Autograd's own accumulation launches one add per parameter as its gradient arrives: about 110 kernels
+    of a few µs per seed micro-batch, 20 ms of a step in session 8's profile (docs/BENCHMARKS.md). The same
+    sums, in the same order, as ``_foreach_add_`` after the backward.
+    """
+    grads = torch.autograd.grad(loss, params, allow_unused=True)
+    arrived = [(p, g) for p, g in zip(params, grads) if g is not None]
+    adds = [(p.grad, g) for p, g in arrived if p.grad is not None]
+    for p, g in arrived:
+        if p.grad is None:
+            p.grad = g
+    if adds:
+        torch._foreach_add_([total for total, _ in adds], [g for _, g in adds])
+
+
 @dataclass
 class TrainConfig:
     """The loop. Defaults are the seed's: 1750 steps of 16 accumulated micro-batches."""
@@ -143,6 +160,7 @@ class Trainer:
         self.model = GPT(model_cfg).to(self.device)
         broadcast_parameters(self.model, self.world)
         self.param_groups = self.model.param_groups()
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.sharded = ShardedStep(self.param_groups, Optimizers.MATRIX_GROUPS, self.world)
         self.optimizers = Optimizers(self.sharded.local, self.config.optim, train_cfg.num_iterations)
         self.forward = torch.compile(self.model, dynamic=False) if train_cfg.compile and self.on_cuda else self.model
@@ -214,7 +232,7 @@ class Trainer:
                     loss = losses[0]
                 else:
                     loss = objective = self.forward(inputs, self.window, targets, documents=documents)
-            (objective / local).backward()
+            accumulate_gradients(objective / local, self.trainable)
             total += loss.detach()
         # the small sum (loss, health) goes first: NCCL runs collectives in order, and the host waits on it
         names, summary = gradient_health(total, self.param_groups) if guard else ([], total.reshape(1))
@@ -250,7 +268,7 @@ class Trainer:
         weights = self.loss_weights[0] if self.multi_token else None
         with self.autocast():  # the training graph: with the multi-token losses when they are on
             loss = self.forward(inputs, self.window, targets, loss_weights=weights, documents=documents)
-            (loss[0] if self.multi_token else loss).backward()
+            accumulate_gradients(loss[0] if self.multi_token else loss, self.trainable)
         self.model.zero_grad(set_to_none=True)
         with torch.no_grad(), self.autocast():
             self.forward(inputs, self.window, targets, documents=documents)
