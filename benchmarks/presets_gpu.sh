@@ -4,9 +4,12 @@
 # caches that run left (warm). The presets are dealt round-robin over the GPUs, one lane per GPU, so a
 # 2-GPU machine finishes in one 600 s call; a run cut by its time limit, or not started for want of time
 # before the call's end, shows as '-' in the table. Consumer-card presets run Flex and the plain MLP, as on
-# those cards; h100, seed and record run whatever attention=auto and fused_mlp pick there.
-# Usage (device, repo root): bash benchmarks/presets_gpu.sh [PRESET...]   (every preset unless named; table printed last; $OUT gets it, gpu.txt and
-# the runs' logs as one logs.tar.gz, as a call brings back at most 8 files)
+# those cards; h100, seed and record run whatever attention=auto and fused_mlp pick there. Each lane compiles on
+# CPU cores of its own (CPUS_PER_LANE, default the host's cores split evenly: 16 on a 2 × H100 host; 8 is closer
+# to a desktop's), so the two lanes' compiles do not share cores.
+# Usage (device, repo root): [CPUS_PER_LANE=N] [CALL_SECONDS=S] bash benchmarks/presets_gpu.sh [PRESET...]
+# (every preset unless named; table printed last; $OUT gets it, gpu.txt and the runs' logs as one logs.tar.gz,
+# as a call brings back at most 8 files)
 set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh" /tmp/cavegpt-presets
 # preset, cap in GiB (0: none), extra arguments
@@ -20,6 +23,8 @@ if [ $# -gt 0 ]; then  # only the presets named, in the order above
     presets=("${named[@]}")
 fi
 lanes=$(nvidia-smi -L | wc -l)
+allowed=($(python -c "import os; print(*sorted(os.sched_getaffinity(0)))"))  # the CPUs this call may use
+per_lane=${CPUS_PER_LANE:-$((${#allowed[@]} / lanes))}
 rm -rf /tmp/cache  # every cold run starts on empty caches
 # A fresh machine's own start-up (imports, CUDA, inductor, a first compile) is 13-15 s
 # (benchmarks/first_compile_gpu.py, docs/BENCHMARKS.md session 7), so the 187-191 s first compiles of
@@ -28,8 +33,9 @@ seconds_for() {  # a run's limit: its own, or what is left of the call (CALL_SEC
     local left=$((${CALL_SECONDS:-570} - SECONDS))  # the table and the tar)
     echo $((left < $1 ? left : $1))
 }
-lane() {  # GPU index: its share of the presets, each cold then warm
-    local gpu=$1 i
+lane() {  # GPU index: its share of the presets, each cold then warm, on CPU cores of its own
+    local gpu=$1 i cores
+    cores=$(IFS=,; echo "${allowed[*]:$((gpu * per_lane)):$per_lane}")
     for ((i = gpu; i < ${#presets[@]}; i += lanes)); do
         set -- ${presets[$i]}
         local name=$1 cap=$2; shift 2
@@ -38,7 +44,8 @@ lane() {  # GPU index: its share of the presets, each cold then warm
             local logs=() limit_s; limit_s=$(seconds_for 90)  # (an empty TORCH_LOGS stops torch at import)
             [ $run = cold ] && logs=(TORCH_LOGS=recompiles) limit_s=$(seconds_for 220)
             [ "$limit_s" -lt 45 ] && return
-            CUDA_VISIBLE_DEVICES=$gpu timeout "$limit_s" env "${logs[@]}" \
+            CUDA_VISIBLE_DEVICES=$gpu timeout "$limit_s" taskset -c "$cores" env "${logs[@]}" \
+                TORCHINDUCTOR_COMPILE_THREADS=$per_lane \
                 TORCHINDUCTOR_CACHE_DIR=/tmp/cache/$name/inductor TRITON_CACHE_DIR=/tmp/cache/$name/triton \
                 python -m cavegpt bench --preset "$name" --synthetic --steps 3 --window 1792 "${limit[@]}" "$@" \
                 > "$out/${name}_$run.txt" 2>&1
@@ -47,13 +54,16 @@ lane() {  # GPU index: its share of the presets, each cold then warm
 }
 for ((gpu = 0; gpu < lanes; gpu++)); do lane "$gpu" & done
 wait
-printf '%-12s %6s %10s %9s %9s %9s\n' preset cap tokens/s "peak GiB" "cold s" "warm s"
-for entry in "${presets[@]}"; do
-    set -- $entry
-    read -r tps peak <<< "$(grep -E "^ *1792 " "$out/$1_cold.txt" 2>/dev/null | awk '{print $4, $7}')"
-    cold=$(grep -oP "compile \+ warm-up: \K[0-9.]+" "$out/$1_cold.txt" 2>/dev/null)
-    warm=$(grep -oP "compile \+ warm-up: \K[0-9.]+" "$out/$1_warm.txt" 2>/dev/null)
-    printf '%-12s %6s %10s %9s %9s %9s\n' "$1" "$2" "${tps:--}" "${peak:--}" "${cold:--}" "${warm:--}"
-done | tee "$out/presets.txt"
+{
+    echo "CPU cores per lane: $per_lane"
+    printf '%-12s %6s %10s %9s %9s %9s\n' preset cap tokens/s "peak GiB" "cold s" "warm s"
+    for entry in "${presets[@]}"; do
+        set -- $entry
+        read -r tps peak <<< "$(grep -E "^ *1792 " "$out/$1_cold.txt" 2>/dev/null | awk '{print $4, $7}')"
+        cold=$(grep -oP "compile \+ warm-up: \K[0-9.]+" "$out/$1_cold.txt" 2>/dev/null)
+        warm=$(grep -oP "compile \+ warm-up: \K[0-9.]+" "$out/$1_warm.txt" 2>/dev/null)
+        printf '%-12s %6s %10s %9s %9s %9s\n' "$1" "$2" "${tps:--}" "${peak:--}" "${cold:--}" "${warm:--}"
+    done
+} | tee "$out/presets.txt"
 back=${OUT:-/tmp}
 mkdir -p "$back" && cp "$out/presets.txt" "$out/gpu.txt" "$back/" && tar czf "$back/logs.tar.gz" -C "$out" .
