@@ -5,9 +5,10 @@
 #            micro-batches of 32,768 (its own), 65,536 and 131,072 tokens (the same tokens per step), Flex.
 #   profile: installs FA4 (carry .whl/fa4); where a seed step goes with FA4 (session 8's profile was Flex);
 #            h100 at 4 × 131,072 with FA4 (+3.0 % over 8 × 65,536 on Flex, session 8).
-#   levers:  seed (FA4 when installed) through benchmarks/step_lever_gpu.py: the trainer as it is (one
-#            _foreach_add_ of the gradients per micro-batch), autograd's own adds (the trainer before session 10),
-#            and compiled autograd (the adds fused into the compiled backward).
+#   levers:  seed (FA4 when installed) through benchmarks/step_lever_gpu.py, in one process each: the trainer as
+#            it is (one _foreach_add_ of the gradients per micro-batch), autograd's own adds (the trainer before
+#            session 10), the trainer again, and compiled autograd (the adds fused into the compiled backward).
+#            Needs nothing carried; about 320 s.
 #   learn:   (carry .devdata/textmix) 150-step seed runs at 131,072 tokens per step on textmix, as 4 × 32,768
 #            and as 1 × 131,072 (the learning check the 131,072 layout needs before the h100 preset takes it).
 # On a 2-GPU machine (session 10, as run there):
@@ -63,9 +64,11 @@ profile)
     bench h100_131k_fa4 --preset h100 "${synthetic[@]}" seq_len=131072 grad_accum=4 max_seq_len=131072
     ;;
 levers)
-    for lever in off autograd_adds compiled_autograd; do
-        timeout 200 python benchmarks/step_lever_gpu.py $lever seed > "$out/step_lever_$lever.txt" 2>&1
-        grep -E "^$lever:|Error" "$out/step_lever_$lever.txt" || tail -5 "$out/step_lever_$lever.txt"
+    run=0
+    for lever in off autograd_adds off compiled_autograd; do  # off twice: the harness's own spread
+        log="$out/step_lever_$((++run))_$lever.txt"
+        timeout 200 python benchmarks/step_lever_gpu.py $lever seed > "$log" 2>&1
+        grep -E "^$lever:|Error" "$log" || tail -5 "$log"
     done
     ;;
 learn)
