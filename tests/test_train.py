@@ -144,7 +144,10 @@ def test_accumulated_gradients_equal_autograds_own() -> None:
         params = [*model.parameters(), unused]
         for tokens in batches:
             loss = model(tokens[:, :-1], torch.tensor(64), tokens[:, 1:])
-            accumulate_gradients(loss, params) if use_helper else loss.backward()
+            if use_helper:
+                accumulate_gradients(loss, params)
+            else:
+                loss.backward()
         assert unused.grad is None
         grads.append([p.grad for p in model.parameters()])
     for expected, got in zip(*grads):
