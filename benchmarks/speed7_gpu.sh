@@ -19,7 +19,9 @@
 #            then cold runs on empty caches of their own: GPU 1 16gb on the code before (.devdata/premask,
 #            `git archive 167e598 src`) then on this tree (tokens/s and compile, one GPU); GPU 0 record-24gb at
 #            its last stage on this tree.
-# Usage (device, repo root): bash benchmarks/speed7_gpu.sh layouts|profile|levers|learn|pair|mask   (figures under $OUT)
+#   big:     (2 GPUs) the 131,072-token layouts after `learn`: h100 as 8 × 65,536 and as 4 × 131,072 on GPU 0,
+#            record at 131,072 at its first and middle stages on GPU 1; Flex.
+# Usage (device, repo root): bash benchmarks/speed7_gpu.sh layouts|profile|levers|learn|pair|mask|big   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed7
@@ -79,5 +81,17 @@ learn)
             max_seq_len=$1 log_dir=/tmp/cavegpt-speed7-runs run_id="seed150_$1" > "$out/train_seed150_$1.txt" 2>&1
         echo "== $2 x $1"; grep -E "warm-up|val_loss" "$out/train_seed150_$1.txt" | tail -3
     done
+    ;;
+big)  # (2 GPUs) the 131,072-token layouts the learn check cleared, on Flex: GPU 0 h100 as 8 × 65,536 then
+    # 4 × 131,072 (one GPU, one after the other); GPU 1 record at 131,072 at its first and middle stages
+    big131=(seq_len=131072 max_seq_len=131072)
+    (export CUDA_VISIBLE_DEVICES=1
+     bench record_131k_stage1 --preset record "${synthetic[@]}" --at-step 0 attention=flex "${big131[@]}" batch_ramp=1,2,3
+     bench record_131k_stage2 --preset record "${synthetic[@]}" --at-step 1000 attention=flex "${big131[@]}" \
+        batch_ramp=1,2,3) &
+    export CUDA_VISIBLE_DEVICES=0
+    bench h100_65k --preset h100 "${synthetic[@]}" attention=flex
+    bench h100_131k --preset h100 "${synthetic[@]}" attention=flex "${big131[@]}" grad_accum=4
+    wait
     ;;
 esac

@@ -7,7 +7,8 @@ from typing import NamedTuple
 
 import pytest
 
-from cavegpt.config import PRESETS, Config, ConfigError, auto_preset_name, build_config, config_from_dict, differences
+from cavegpt.config import (PRESETS, Config, ConfigError, auto_preset_name, build_config, config_from_dict, differences,
+                            in_micro_batches, record_recipe, seed_layout)
 from cavegpt.optim.schedules import tokens_before
 
 
@@ -32,18 +33,31 @@ def test_every_preset_is_valid_and_keeps_tokens_per_step(name: str) -> None:
 
 
 def test_record_presets_share_every_step_and_differ_from_seed_only_in_record_options() -> None:
-    record, small = build_config("record", []), build_config("record-24gb", [])
-    assert small.data.seq_len * 2 == record.data.seq_len
-    steps = record.train.num_iterations
-    assert tokens_before(steps, record.train.grad_accum, record.train.batch_ramp, record.data.micro_batch_tokens) == \
-        tokens_before(steps, small.train.grad_accum, small.train.batch_ramp, small.data.micro_batch_tokens)
+    record = build_config("record", [])
+    assert (record.data.seq_len, record.train.batch_ramp, record.model.max_seq_len) == (131072, (1, 2, 3), 131072)
     assert record.planned_tokens() == 640 * (4 + 8 + 12) * 32768  # 0.50B: three stages of 640 steps
-    seed = build_config("seed", [])
+    seed = seed_layout(131072)
     changed = {f"{section}.{key}" for section in Config.SECTIONS
                for key, value in vars(getattr(record, section)).items() if getattr(getattr(seed, section), key) != value}
     assert changed == {"model.bigram_vocab", "model.logit_softcap", "train.num_iterations", "train.batch_ramp",
                        "train.mtp_weights", "optim.stage_lr_multipliers", "optim.cooldown_iters", "optim.lr_floor",
                        "optim.matrix_lr", "optim.ns_coefficients", "optim.normuon_beta2", "optim.muon_weight_decay"}
+
+
+@pytest.mark.parametrize("seq_len", [8192, 65536, 131072])
+def test_in_micro_batches_keeps_every_stage_tokens_and_grows_the_rotary_table(seq_len: int) -> None:
+    recipe = record_recipe()
+    moved = in_micro_batches(record_recipe(), seq_len)
+    assert [n * moved.data.seq_len for n in moved.train.batch_ramp] == \
+        [n * recipe.data.seq_len for n in recipe.train.batch_ramp]
+    assert moved.train.grad_accum * seq_len == recipe.train.grad_accum * recipe.data.seq_len
+    assert moved.model.max_seq_len == max(recipe.model.max_seq_len, seq_len)
+    moved.validate()
+
+
+def test_in_micro_batches_refuses_a_split_that_is_not_whole() -> None:
+    with pytest.raises(ConfigError, match="do not split into micro-batches of 262144"):
+        in_micro_batches(record_recipe(), 262144)  # the first stage's 4 × 32,768 is half of one
 
 
 def test_batch_ramp_and_stage_rates_must_name_the_same_stages() -> None:
@@ -137,12 +151,13 @@ def test_auto_refuses_an_8gb_card_with_the_reason() -> None:
         auto_preset_name(FakeCard("NVIDIA GeForce RTX 4060", 8_188_002_304, 8, 9))
 
 
-@pytest.mark.parametrize("small, large", [("16gb", "seed"), ("12gb", "seed"), ("record-16gb", "record"),
-                                          ("record-24gb", "record")])
-def test_memory_presets_change_only_the_layout(small: str, large: str) -> None:
-    a, b = build_config(small, []), build_config(large, [])
+@pytest.mark.parametrize("card_preset, reference", [("h100", "seed"), ("16gb", "seed"), ("12gb", "seed"),
+                                                   ("record-16gb", "record"), ("record-24gb", "record")])
+def test_card_presets_change_only_the_layout(card_preset: str, reference: str) -> None:
+    a, b = build_config(card_preset, []), build_config(reference, [])
     steps = b.train.num_iterations
     assert tokens_before(steps, a.train.grad_accum, a.train.batch_ramp, a.data.micro_batch_tokens) == \
         tokens_before(steps, b.train.grad_accum, b.train.batch_ramp, b.data.micro_batch_tokens)
     a.data.seq_len, a.train.grad_accum, a.train.batch_ramp = b.data.seq_len, b.train.grad_accum, b.train.batch_ramp
+    a.model.max_seq_len = b.model.max_seq_len  # the rotary table's length: a longer one holds the same angles
     assert a == b

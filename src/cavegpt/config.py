@@ -76,21 +76,38 @@ def seed_preset() -> Config:
     return config
 
 
-def seed_layout(seq_len: int) -> Config:
-    """The seed's recipe in micro-batches of ``seq_len`` tokens: as many as make its 524,288 tokens per step."""
-    config = seed_preset()
-    config.train.grad_accum = config.train.grad_accum * config.data.seq_len // seq_len
+def in_micro_batches(config: Config, seq_len: int) -> Config:
+    """``config`` in micro-batches of ``seq_len`` tokens: as many as keep every step's (and stage's) tokens.
+
+    The rotary table grows with ``seq_len`` where it must. A count that would not come out whole is refused.
+    """
+    def rescaled(count: int) -> int:
+        tokens = count * config.data.seq_len
+        if tokens % seq_len:
+            raise ConfigError(f"{count} micro-batches of {config.data.seq_len} tokens do not split into "
+                              f"micro-batches of {seq_len}")
+        return tokens // seq_len
+
+    config.train.grad_accum = rescaled(config.train.grad_accum)
+    config.train.batch_ramp = tuple(rescaled(n) for n in config.train.batch_ramp)
     config.data.seq_len = seq_len
+    config.model.max_seq_len = max(config.model.max_seq_len, seq_len)
     return config
 
 
-def h100_preset() -> Config:
-    """The seed's recipe in 8 × 65,536-token micro-batches for 80 GB cards: peak 29.0 GiB (33.5 with the plain MLP).
+def seed_layout(seq_len: int) -> Config:
+    """The seed's recipe in micro-batches of ``seq_len`` tokens: as many as make its 524,288 tokens per step."""
+    return in_micro_batches(seed_preset(), seq_len)
 
-    2.6–2.9 % more tokens/s than the seed's 16 × 32,768 on an H100 with FA4, and the same val loss after
-    300 steps on textmix (2.1538 vs 2.1554), each measured on one machine (docs/BENCHMARKS.md, 2026-11-26).
+
+def h100_preset() -> Config:
+    """The seed's recipe in 4 × 131,072-token micro-batches for 80 GB cards: peak 52.2 GiB with the fused MLP.
+
+    On one H100 with Flex, 2.0 % more tokens/s than 8 × 65,536 (itself 2.6–2.9 % over the seed's 16 × 32,768
+    with FA4); the same val loss after 150 steps on textmix at 131,072 tokens per step as 1 × 131,072 and as
+    4 × 32,768 (2.2330 vs 2.2360). Each comparison on one machine (docs/BENCHMARKS.md, 2026-11-26, sessions 9, 11).
     """
-    return seed_layout(65536)
+    return seed_layout(131072)
 
 
 def consumer_24gb_preset() -> Config:
@@ -120,7 +137,7 @@ def eight_gpu_preset() -> Config:
     return seed_layout(65536)
 
 
-def record_preset() -> Config:
+def record_recipe() -> Config:
     """The seed plus the later speedrun records' ideas that lower the tokens needed for 3.28 (issue #11).
 
     Each option is a field of a component's config and cites its record where it is implemented:
@@ -152,24 +169,23 @@ def record_preset() -> Config:
     return config
 
 
-def record_layout(seq_len: int) -> Config:
-    """``record`` in micro-batches of ``seq_len`` tokens: every stage's tokens per step unchanged."""
-    config = record_preset()
-    times = config.data.seq_len // seq_len
-    config.data.seq_len = seq_len
-    config.train.batch_ramp = tuple(times * n for n in config.train.batch_ramp)
-    config.train.grad_accum *= times
-    return config
+def record_preset() -> Config:
+    """The record recipe for 80 GB cards, in micro-batches of 131,072 tokens (1 → 2 → 3): peak 55.5 GiB.
+
+    At its last stage on one H100 with Flex, 5.1 % more tokens/s than in the recipe's 12 × 32,768 (434,007 vs
+    412,923, one machine; docs/BENCHMARKS.md, 2026-11-26, session 11).
+    """
+    return in_micro_batches(record_recipe(), 131072)
 
 
 def record_24gb_preset() -> Config:
-    """``record`` in micro-batches of 16,384 tokens (twice as many) for 24 GB cards: peak 15.7 GiB."""
-    return record_layout(16384)
+    """The record recipe in micro-batches of 16,384 tokens (twice its 32,768's) for 24 GB cards: peak 15.7 GiB."""
+    return in_micro_batches(record_recipe(), 16384)
 
 
 def record_16gb_preset() -> Config:
-    """``record`` in micro-batches of 8,192 tokens (four times as many) for 16 GB cards: peak 11.6 GiB."""
-    return record_layout(8192)
+    """The record recipe in micro-batches of 8,192 tokens (four times its 32,768's) for 16 GB cards: peak 11.6 GiB."""
+    return in_micro_batches(record_recipe(), 8192)
 
 
 SAMPLE_CORPUS = Path(__file__).parent / "data" / "sample"
@@ -220,7 +236,7 @@ class CardProperties(typing.Protocol):
 # (smallest total memory in GiB, preset, its measured peak under a cap): largest first. Cards report a little
 # less than their label (a 16 GB card: ≈ 15.6 GiB), and a display or the CUDA context takes some more.
 CARD_CLASSES = (
-    (70.0, "h100", "8 × 65,536-token micro-batches, measured peak 33.5 GiB"),
+    (70.0, "h100", "4 × 131,072-token micro-batches, measured peak 52.2 GiB"),
     (22.0, "4090", "16 × 32,768-token micro-batches, measured peak 19.7 GiB under a 22 GiB cap"),
     (15.0, "16gb", "32 × 16,384-token micro-batches, measured peak 12.8 GiB under a 14.5 GiB cap"),
     (11.0, "12gb", "64 × 8,192-token micro-batches, measured peak 8.7 GiB under a 10.5 GiB cap"),
