@@ -14,8 +14,8 @@ set -uo pipefail
 source "$(dirname "$0")/gpu_env.sh" /tmp/cavegpt-presets
 # preset, cap in GiB (0: none), extra arguments
 consumer="attention=flex fused_mlp=false"
-# (on 2 GPUs, lane 0 gets record, h100, record-16gb, 16gb and lane 1 the rest: two of the four slower compiles each,
-# 65-78 s against 45-51 s cold on 2026-11-26, session 10; about 380 s per lane with the warm runs)
+# (on 2 GPUs a lane's four presets took over 520 s, and the last two warm runs did not fit a 550 s call; on 4 GPUs
+# a lane has two, 83-100 s cold and 25-29 s warm each: 2026-11-26, session 11, docs/BENCHMARKS.md)
 presets=("record 0 --at-step 1900" "seed 0" "h100 0" "4090 22 $consumer" "record-16gb 14.5 --at-step 1900 $consumer"
          "12gb 10.5 $consumer" "16gb 14.5 $consumer" "record-24gb 22 --at-step 1900 $consumer")
 if [ $# -gt 0 ]; then  # only the presets named, in the order above

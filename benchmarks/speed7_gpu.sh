@@ -4,7 +4,7 @@
 #   layouts: parks the first half of the split FA4 wheel (carry .whl/cu13a); record at its last stage in
 #            micro-batches of 32,768 (its own), 65,536 and 131,072 tokens (the same tokens per step), Flex.
 #   profile: installs FA4 (carry .whl/fa4); where a seed step goes with FA4 (session 8's profile was Flex);
-#            h100 at 4 × 131,072 with FA4 (+3.0 % over 8 × 65,536 on Flex, session 8).
+#            h100 and record (their 131,072-token micro-batches since session 11) with FA4, record at its last stage.
 #   levers:  seed (FA4 when installed) through benchmarks/step_lever_gpu.py, in one process each: the trainer as
 #            it is (one _foreach_add_ of the gradients per micro-batch), autograd's own adds (the trainer before
 #            session 10), the trainer again, and compiled autograd (the adds fused into the compiled backward).
@@ -63,7 +63,8 @@ profile)
     install_fa4
     python benchmarks/profile_step_gpu.py seed > "$out/profile_seed_fa4.txt" 2>&1
     grep -vE "Warning|warn" "$out/profile_seed_fa4.txt" | head -36
-    bench h100_131k_fa4 --preset h100 "${synthetic[@]}" seq_len=131072 grad_accum=4 max_seq_len=131072
+    bench h100_fa4 --preset h100 "${synthetic[@]}"
+    bench record_fa4 --preset record "${synthetic[@]}" --at-step 1900
     ;;
 levers)
     run=0
