@@ -204,7 +204,8 @@ def test_cli_messages_for_resume_and_out_of_memory(tmp_path: Path, monkeypatch, 
 
     monkeypatch.setattr(Trainer, "run", out_of_memory)
     assert main(["train", "--preset", "tiny", f"log_dir={tmp_path}"]) == 2
-    assert "seq_len=16384 grad_accum=32" in capsys.readouterr().err
+    message = capsys.readouterr().err
+    assert "record-24gb or record-16gb" in message and "seq_len=16384 grad_accum=32" in message
 
 
 def test_record_options_resume_bit_identical(tmp_path: Path) -> None:

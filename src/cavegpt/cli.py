@@ -434,9 +434,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cavegpt: stopped: {e}", file=sys.stderr)
         return EXIT_NON_FINITE
     except torch.OutOfMemoryError:
-        print("cavegpt: error: the GPU ran out of memory. Halve data.seq_len and double train.grad_accum (same "
-              "tokens per step): seq_len=16384 grad_accum=32 trains the seed recipe in 12.7 GiB, "
-              "seq_len=8192 grad_accum=64 in less.", file=sys.stderr)
+        print("cavegpt: error: the GPU ran out of memory. Take a preset of the same recipe in smaller micro-batches "
+              "(the README's presets table gives each one's measured peak): 4090, 16gb or 12gb for the seed's; "
+              "record-24gb or record-16gb for record's. Or halve data.seq_len and double train.grad_accum and each "
+              "batch_ramp entry (same tokens per step), e.g. seq_len=16384 grad_accum=32 for the seed's.",
+              file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("cavegpt: aborted", file=sys.stderr)
