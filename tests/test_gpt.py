@@ -74,6 +74,55 @@ def test_training_and_inference_compute_q_k_v_alike() -> None:
     torch.testing.assert_close(training.detach(), inference, rtol=1e-9, atol=1e-9)  # float64: summing order only
 
 
+def randomized(model: GPT) -> GPT:
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():  # off the zero init, so that every path shows in the logits
+            p.add_(torch.randn_like(p) * 0.1)
+    return model
+
+
+def test_short_window_layers_attend_over_half_the_window() -> None:
+    every_layer = tuple(range(SMALL["n_layer"]))
+    short = randomized(GPT(ModelConfig(**SMALL, attention="sdpa", short_window_layers=every_layer)))
+    plain = GPT(ModelConfig(**SMALL, attention="sdpa"))
+    plain.load_state_dict(short.state_dict())
+    tokens = torch.randint(0, 50257, (2, 300))  # one document per row, longer than the window
+    with torch.no_grad():
+        torch.testing.assert_close(short(tokens, torch.tensor(128)), plain(tokens, torch.tensor(64)), rtol=0, atol=0)
+        mixed = GPT(ModelConfig(**SMALL, attention="sdpa", short_window_layers=(1, 3)))
+        mixed.load_state_dict(short.state_dict())
+        logits = mixed(tokens, torch.tensor(128))
+        assert not torch.allclose(logits, plain(tokens, torch.tensor(128)))
+        assert not torch.allclose(logits, plain(tokens, torch.tensor(64)))
+    assert [mixed.config.layer_window(layer, 128) for layer in range(6)] == [128, 64, 128, 64, 128, 128]
+
+
+def test_a_block_without_attention_is_one_whose_attention_adds_nothing() -> None:
+    settings = dict(**SMALL, attention="sdpa", n_value_embeds=1)
+    plain = randomized(GPT(ModelConfig(**settings)))
+    with torch.no_grad():
+        plain.blocks[3].attn.c_proj.weight.zero_()
+    skipped = GPT(ModelConfig(**settings, no_attention_layers=(3,)))
+    assert skipped.blocks[3].attn is None
+    state = {k: v for k, v in plain.state_dict().items() if not k.startswith("blocks.3.attn.")}
+    skipped.load_state_dict(state)  # strict: exactly the attention's parameters are gone
+    tokens = torch.randint(0, 50257, (2, 200))
+    with torch.no_grad():
+        torch.testing.assert_close(skipped(tokens, torch.tensor(128)), plain(tokens, torch.tensor(128)), rtol=0, atol=0)
+    matrices = {id(p) for p in skipped.param_groups()["matrices"]}
+    assert len(matrices) == len(plain.param_groups()["matrices"]) - 4  # Q, K, V and the output projection
+
+
+@pytest.mark.parametrize("settings, message", [
+    (dict(no_attention_layers=(0,)), r"layers \[0\] take a value embedding"),
+    (dict(short_window_layers=(6,)), r"layer indices run from 0 to 5"),
+    (dict(no_attention_layers=(-1,), n_value_embeds=1), r"layer indices run from 0 to 5")])
+def test_layer_options_refuse_what_cannot_work(settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        GPT(ModelConfig(**{**SMALL, **settings}))
+
+
 def test_flex_and_sdpa_models_give_the_same_logits() -> None:
     torch.manual_seed(0)
     flex = GPT(ModelConfig(**SMALL, attention="flex"))

@@ -42,10 +42,15 @@ def model() -> GPT:
     return random_model(CONFIG)
 
 
-@pytest.fixture(scope="module", params=["seed", "bigram"])
+VARIANTS = {"seed": CONFIG,
+            "bigram": dataclasses.replace(CONFIG, bigram_vocab=997),  # record's table looks one token back too
+            "layers": dataclasses.replace(CONFIG, n_value_embeds=1, no_attention_layers=(3,), short_window_layers=(1, 4))}
+
+
+@pytest.fixture(scope="module", params=sorted(VARIANTS))
 def any_model(request) -> GPT:
-    """The seed's layout, and the record preset's bigram embedding (which looks one token back too)."""
-    return random_model(CONFIG if request.param == "seed" else dataclasses.replace(CONFIG, bigram_vocab=997))
+    """The seed's layout; the record preset's bigram embedding; a block without attention and short windows."""
+    return random_model(VARIANTS[request.param])
 
 
 def test_cache_matches_full_recomputation_for_200_tokens(any_model: GPT) -> None:

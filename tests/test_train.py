@@ -11,6 +11,7 @@ import torch
 
 from cavegpt.config import SAMPLE_CORPUS, build_config
 from cavegpt.model.gpt import GPT, ModelConfig
+from cavegpt.model.masks import dense_mask, document_ids
 from cavegpt.train.checkpoint import load_checkpoint
 from cavegpt.train.trainer import Trainer, accumulate_gradients
 from tests.conftest import TinyRun, cavegpt, textmix_overrides
@@ -163,3 +164,15 @@ def test_record_options_learn_on_the_cpu(tmp_path: Path) -> None:
         "normuon_beta2=0.95", "muon_weight_decay=1.2", "bigram_vocab=4096", "logit_softcap=15"])
     result = Trainer(config, echo=False).run()
     assert result.final_val_loss < 7.5  # the start is ln(50304) = 10.8
+
+
+def test_flop_terms_count_each_layers_window() -> None:
+    """The attention term of MFU: a layer without attention counts no keys, a short-window layer its own window's."""
+    config = build_config("tiny", ["device=cpu", "n_value_embeds=1", "no_attention_layers=3",
+                                   "short_window_layers=1,2"])
+    trainer = Trainer(config, echo=False)
+    sample = torch.from_numpy(trainer.train_stream.tokens[: config.data.micro_batch_tokens].astype("int64"))
+    docs = document_ids(sample.reshape(config.data.batch_size, -1))
+    keys = {w: dense_mask(docs, torch.tensor(w)).sum(-1).double().mean().item() for w in (64, 128)}
+    expected = (keys[128] * 3 + keys[64] * 2) / 6  # layers 0, 4, 5 at 128; 1 and 2 at 64; 3 none
+    assert trainer.flop_terms(128).mean_keys == pytest.approx(expected)

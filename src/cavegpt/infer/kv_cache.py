@@ -1,15 +1,15 @@
 """A key/value cache that reproduces, token by token, what the training forward computes.
 
-Everything in the model that looks backwards is kept here: keys and values of every layer (rotary
-already applied), each row's token positions, document ids (a new document at each EOT) for the
-document mask, the sliding window (the model's final one), and the embedding and id of each row's
-latest token (the smear gate; the bigram embedding). Rows may start with left padding (batched
-prompts of different lengths): padding is invisible to every real token, takes no position, and
-does not smear into the next token.
+Everything in the model that looks backwards is kept here: keys and values of every layer that
+attends (rotary already applied), each row's token positions, document ids (a new document at each
+EOT) for the document mask, the sliding windows (the model's final one; half of it in short-window
+layers), and the embedding and id of each row's latest token (the smear gate; the bigram embedding).
+Rows may start with left padding (batched prompts of different lengths): padding is invisible to
+every real token, takes no position, and does not smear into the next token.
 
 Every buffer has a fixed size and every update is a tensor operation (no Python integers that
 change from token to token), so one decoding step can be captured in a CUDA graph and replayed.
-Attention always spans the whole buffer; the mask hides the slots not yet written.
+Attention always spans the whole buffer; the masks hide the slots not yet written.
 """
 
 from __future__ import annotations
@@ -30,12 +30,15 @@ class KVCache:
         if max_len > config.max_seq_len:
             raise ValueError(f"{max_len} tokens exceed the model's rotary table ({config.max_seq_len})")
         self.config, self.max_len = config, max_len
+        # the windows the layers attend over (the model's final one, half of it in short-window layers)
+        self.windows = {config.layer_window(layer, config.window) for layer in range(config.n_layer)} - {0}
         # one buffer per layer, written by index assignment: a compiled step then updates the slots in
         # place (views of one big buffer written with index_copy_ were copied whole at every step, 1.4 ms
         # of a 3.0 ms batch-8 step on an H100)
         shape = (batch, config.n_head, max_len, config.head_dim)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.n_layer)]
+        attends = [config.layer_window(layer, config.window) > 0 for layer in range(config.n_layer)]
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) if a else None for a in attends]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) if a else None for a in attends]
         self.docs = torch.full((batch, max_len), -1, dtype=torch.long, device=device)
         self.valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
         self.slots = torch.arange(max_len, device=device)
@@ -64,9 +67,9 @@ class KVCache:
         self.valid.index_copy_(1, chunk, valid)
         self.positions = self.positions_so_far[:, None] + (valid.cumsum(-1) - 1).clamp(min=0)
         q_idx, k_idx = chunk[:, None], self.slots[None, :]
-        allowed = ((k_idx <= q_idx) & (q_idx - k_idx < self.config.window)
-                   & (self.docs[:, None, :] == docs[:, :, None]) & self.valid[:, None, :])
-        self.mask = (allowed | (k_idx == q_idx))[:, None]  # padding sees only itself: no empty rows
+        allowed = (k_idx <= q_idx) & (self.docs[:, None, :] == docs[:, :, None]) & self.valid[:, None, :]
+        self.masks = {window: ((allowed & (q_idx - k_idx < window)) | (k_idx == q_idx))[:, None]  # padding sees
+                      for window in self.windows}  # only itself: no empty rows
         self.chunk, self.chunk_valid = chunk, valid
         self.chunk_has_valid = valid.any(-1)
         self.chunk_last = (valid.cumsum(-1) == valid.sum(-1, keepdim=True)) & valid  # each row's last real token
@@ -97,6 +100,8 @@ class KVCache:
 
     def attention(self, layer: int) -> Attend:
         """Attention for ``layer``: store this chunk's keys/values, attend over the whole cache."""
+        window = self.config.layer_window(layer, self.config.window)
+
         def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:  # [B, T, H, D], stored as [B, H, T, D]
             keys, values = self.keys[layer], self.values[layer]
             keys[:, :, self.chunk] = k.transpose(1, 2).to(keys.dtype)
@@ -104,6 +109,6 @@ class KVCache:
             # cuDNN's attention plans anew for every shape (≈ 5 ms of CPU a call, measured on an H100)
             with sdpa_kernel([SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]):
                 out = F.scaled_dot_product_attention(q.transpose(1, 2), keys.to(q.dtype), values.to(q.dtype),
-                                                     attn_mask=self.mask)
+                                                     attn_mask=self.masks[window])
             return out.transpose(1, 2)
         return attend

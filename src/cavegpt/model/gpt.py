@@ -57,6 +57,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +68,7 @@ from cavegpt.model.head_loss import ahead_targets, fused_head_losses
 from cavegpt.model.relu_square import fused_mlp_runs_on, relu_square_mlp
 
 Rotate = Callable[[Tensor], Tensor]  # [B, T, H, D] → the same, rotated at the batch's positions
+WindowT = TypeVar("WindowT", int, Tensor)  # a window in tokens: a host int, or a tensor the compiled step reads
 
 
 @dataclass
@@ -85,12 +87,29 @@ class ModelConfig:
     max_seq_len: int = 65536  # rotary table length
     attention: str = "auto"  # "fa4", "flex", "sdpa" (same mask, dense); "auto": see cavegpt.model.attention
     bigram_vocab: int = 0  # rows of the bigram hash embedding (0: none)
+    no_attention_layers: tuple[int, ...] = ()  # blocks with an MLP only (the records from 2025-01-13 on: layer 7)
+    short_window_layers: tuple[int, ...] = ()  # layers attending over half the window (long-short, record 2025-01-16)
     fused_head: bool = True  # LM head + soft cap + loss in one pass (cavegpt.model.head_loss); False: plain
     fused_mlp: bool = True  # ReLU² inside the MLP's matmuls when training (cavegpt.model.relu_square); False: plain
+
+    def __post_init__(self) -> None:  # JSON (a checkpoint's config) brings lists
+        self.no_attention_layers = tuple(self.no_attention_layers)
+        self.short_window_layers = tuple(self.short_window_layers)
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_head
+
+    @staticmethod
+    def short_window(window: WindowT) -> WindowT:
+        """The short-window layers' window when the schedule's is ``window`` (an int or a tensor): half of it."""
+        return window // 2
+
+    def layer_window(self, layer: int, window: int) -> int:
+        """The window ``layer`` attends over when the schedule's is ``window`` (0: the layer has no attention)."""
+        if layer in self.no_attention_layers:
+            return 0
+        return self.short_window(window) if layer in self.short_window_layers else window
 
     def validate(self) -> None:
         if self.d_model % self.n_head or self.head_dim % 4:
@@ -108,6 +127,12 @@ class ModelConfig:
             raise ValueError(f"attention={self.attention!r}: choose one of {', '.join(ATTENTION_BACKENDS)}")
         if self.bigram_vocab == 1 or self.bigram_vocab < 0:
             raise ValueError(f"bigram_vocab={self.bigram_vocab}: 0 (off) or at least 2 rows")
+        for name in ("no_attention_layers", "short_window_layers"):
+            if any(not 0 <= layer < self.n_layer for layer in getattr(self, name)):
+                raise ValueError(f"{name}={getattr(self, name)}: layer indices run from 0 to {self.n_layer - 1}")
+        fed = [layer for layer in self.no_attention_layers if self.value_embed_table(layer) is not None]
+        if fed:
+            raise ValueError(f"no_attention_layers: layers {fed} take a value embedding, which only attention reads")
 
     def value_embed_table(self, layer: int) -> int | None:
         """Which value-embedding table feeds ``layer`` (None: the layer has none)."""
@@ -221,7 +246,8 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, config: ModelConfig, layer: int):
         super().__init__()
-        self.attn = CausalSelfAttention(config, config.value_embed_table(layer) is not None)
+        no_attention = layer in config.no_attention_layers
+        self.attn = None if no_attention else CausalSelfAttention(config, config.value_embed_table(layer) is not None)
         self.mlp = MLP(config.d_model, config.fused_mlp)
         self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))
         self.bigram_lambda = nn.Parameter(torch.tensor(0.1)) if config.bigram_vocab else None
@@ -231,7 +257,8 @@ class Block(nn.Module):
         x = self.lambdas[0] * x + self.lambdas[1] * x0
         if self.bigram_lambda is not None:
             x = x + self.bigram_lambda * bigram
-        x = x + self.attn(rms_norm(x), value_embed, rotary, attend)
+        if self.attn is not None:
+            x = x + self.attn(rms_norm(x), value_embed, rotary, attend)
         return x + self.mlp(rms_norm(x))
 
 
@@ -295,9 +322,15 @@ class GPT(nn.Module):
         """
         value_embeds = [table(tokens) for table in self.value_embeds]
         embedded = self.embed(tokens)
-        if cache is None:
-            shared = attention_for(self.config.attention, tokens, window, documents)  # one mask for every layer
-            attend_at, rotary, previous = (lambda layer: shared), self.rotary, None
+        if cache is None:  # one mask for every layer; a second, of half the window, for the short-window layers
+            shorts = self.config.short_window_layers
+            long = attention_for(self.config.attention, tokens, window, documents)
+            short = attention_for(self.config.attention, tokens, self.config.short_window(window), documents) \
+                if shorts else long
+
+            def attend_at(layer: int) -> Attend:
+                return short if layer in shorts else long
+            rotary, previous = self.rotary, None
         else:
             attend_at, rotary = cache.attention, functools.partial(self.rotary, positions=cache.positions)
             previous, embedded = cache.smear_inputs(embedded)

@@ -2,7 +2,8 @@
 
 FLOPs per token = 6 × (parameters in matrix multiplies, LM head included, embedding lookups
 excluded) + 12 × n_layer × d_model × (mean keys each query attends to under the causal, document and
-window masks), against a bf16 matmul peak measured on the same GPU.
+window masks, averaged over the layers: a layer without attention counts 0, a short-window layer its
+own window's), against a bf16 matmul peak measured on the same GPU.
 """
 
 from __future__ import annotations

@@ -204,9 +204,12 @@ class Trainer:
         """FLOPs per token at ``window``, with the attention term counted on the first train micro-batch."""
         if window not in self._flop_terms:
             sample = self.train_stream.tokens[: self.config.data.micro_batch_tokens]
-            keys = mean_attended_keys(sample.reshape(self.config.data.batch_size, -1), window)
-            self._flop_terms[window] = FlopTerms(self.model.matmul_params(), self.config.model.n_layer,
-                                                 self.config.model.d_model, keys)
+            sample = sample.reshape(self.config.data.batch_size, -1)
+            shape = self.config.model
+            windows = [shape.layer_window(layer, window) for layer in range(shape.n_layer)]  # 0: no attention
+            keys = {w: mean_attended_keys(sample, w) if w else 0.0 for w in set(windows)}
+            self._flop_terms[window] = FlopTerms(self.model.matmul_params(), shape.n_layer, shape.d_model,
+                                                 sum(keys[w] for w in windows) / shape.n_layer)  # the layers' mean
         return self._flop_terms[window]
 
     def window_at(self, step: int) -> int:

@@ -5,7 +5,8 @@ A second copy of the math of ``cavegpt.model.gpt`` (the training model) and of i
 that this file gives cavegpt's logits and greedy tokens.
 
 What a cavegpt model sees: a document starts at every EOT (50256) and attends only within itself,
-causally, at most ``window`` tokens back; rotary positions count real tokens; the smear gate adds a
+causally, at most ``window`` tokens back (half of it in ``short_window_layers``; blocks in
+``no_attention_layers`` have an MLP only); rotary positions count real tokens; the smear gate adds a
 gated fraction of the previous token's embedding; value embeddings, a bigram hash embedding
 (``record`` models), U-Net skips, backout and soft-capped logits. Left padding (``attention_mask``)
 is invisible to real tokens. ``generate()`` runs with this file's own cache (greedy and sampling;
@@ -60,6 +61,13 @@ def value_embed_table(config: CavegptConfig, layer: int) -> int | None:
     return None
 
 
+def layer_window(config: CavegptConfig, layer: int) -> int:
+    """The window ``layer`` attends over (0: none)."""
+    if layer in config.no_attention_layers:
+        return 0
+    return config.window // 2 if layer in config.short_window_layers else config.window
+
+
 class CavegptCache:
     """Everything that looks backwards, for sequences that grow chunk by chunk (see the module docstring)."""
 
@@ -75,7 +83,7 @@ class CavegptCache:
         self.positions_so_far = torch.zeros(batch, dtype=torch.long, device=device)
         self.last_embedding = torch.zeros(batch, 1, config.d_model, device=device)
         self.last_token = torch.full((batch,), -1, dtype=torch.long, device=device)
-        self.window = config.window
+        self.windows = [layer_window(config, layer) for layer in range(config.n_layer)]
 
     def get_seq_length(self, layer: int = 0) -> int:
         return self.docs.size(1)
@@ -89,9 +97,9 @@ class CavegptCache:
         total, length = self.docs.size(1), tokens.size(1)
         q_idx = torch.arange(total - length, total, device=tokens.device)[:, None]
         k_idx = torch.arange(total, device=tokens.device)[None, :]
-        allowed = ((k_idx <= q_idx) & (q_idx - k_idx < self.window)
-                   & (self.docs[:, None, :] == docs[:, :, None]) & self.valid[:, None, :])
-        self.mask = (allowed | (k_idx == q_idx))[:, None]  # padding sees only itself: no empty rows
+        allowed = (k_idx <= q_idx) & (self.docs[:, None, :] == docs[:, :, None]) & self.valid[:, None, :]
+        self.masks = {window: ((allowed & (q_idx - k_idx < window)) | (k_idx == q_idx))[:, None]  # padding sees
+                      for window in set(self.windows) - {0}}  # only itself: no empty rows
         self.chunk_valid = valid
         self.chunk_has_valid = valid.any(-1)
         self.chunk_last = (valid.cumsum(-1) == valid.sum(-1, keepdim=True)) & valid
@@ -120,7 +128,7 @@ class CavegptCache:
         if self.keys[layer] is not None:
             k, v = torch.cat([self.keys[layer], k], 2), torch.cat([self.values[layer], v], 2)
         self.keys[layer], self.values[layer] = k, v
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=self.mask)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k, v, attn_mask=self.masks[self.windows[layer]])
         return out.transpose(1, 2)
 
 
@@ -159,7 +167,8 @@ class MLP(nn.Module):
 class Block(nn.Module):
     def __init__(self, config: CavegptConfig, layer: int):
         super().__init__()
-        self.attn = Attention(config, value_embed_table(config, layer) is not None)
+        self.attn = None if layer in config.no_attention_layers else \
+            Attention(config, value_embed_table(config, layer) is not None)
         self.mlp = MLP(config.d_model)
         self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))
         self.bigram_lambda = nn.Parameter(torch.tensor(0.1)) if config.bigram_vocab else None
@@ -168,7 +177,8 @@ class Block(nn.Module):
         x = self.lambdas[0] * x + self.lambdas[1] * x0
         if self.bigram_lambda is not None:
             x = x + self.bigram_lambda * bigram
-        x = x + self.attn(rms_norm(x), value_embed, cache, layer)
+        if self.attn is not None:
+            x = x + self.attn(rms_norm(x), value_embed, cache, layer)
         return x + self.mlp(rms_norm(x))
 
 

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Issue 16: the records' attention layout for `record`, planned in session 11 (model options `no_attention_layers`,
+# `short_window_layers`, off by default). From the record of 2025-01-16 on (until 2025-09-21 dropped layer 0's
+# attention too) the 12-layer speedrun had no attention in block 7 and half the window in every layer but 0, 4, 11.
+#   layers: (2 GPUs, carry .devdata/textmix) GPU 0: `record` at its last stage as it is, then with both
+#           options (Flex; FA4 too when installed); GPU 1: 200-step `record` runs on textmix in 32,768-token
+#           micro-batches (1/2/3 per stage, as session 5's FP8-head check), without and with the options.
+# Usage (device, repo root): bash benchmarks/speed8_gpu.sh layers   (figures under $OUT)
+set -uo pipefail
+stage=$1
+source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed8
+synthetic=(--synthetic --steps 10 --window 1792)
+records_layout=(no_attention_layers=7 short_window_layers=1,2,3,5,6,8,9,10)
+train() {  # log name, train arguments...: the run's output in $out/NAME.txt, its last validations printed
+    local name=$1; shift
+    python -m cavegpt train --preset record "${textmix_globs[@]}" val_tokens=2097152 save_checkpoint=false \
+        log_dir=/tmp/cavegpt-speed8-runs run_id="$name" "$@" > "$out/$name.txt" 2>&1
+    echo "== $name"; grep -E "warm-up|val_loss" "$out/$name.txt" | tail -4
+}
+case $stage in
+layers)
+    (export CUDA_VISIBLE_DEVICES=1
+     common=(seq_len=32768 batch_ramp=1,2,3 num_iterations=200 cooldown_iters=110 val_every=25 log_every=25)
+     train record200_as_is "${common[@]}"
+     train record200_records_layout "${common[@]}" "${records_layout[@]}") > "$out/learn.txt" 2>&1 &
+    export CUDA_VISIBLE_DEVICES=0
+    bench record_as_is --preset record "${synthetic[@]}" --at-step 1900
+    bench record_records_layout --preset record "${synthetic[@]}" --at-step 1900 "${records_layout[@]}"
+    wait
+    cat "$out/learn.txt"
+    ;;
+esac
