@@ -123,13 +123,14 @@ def test_layer_options_refuse_what_cannot_work(settings: dict, message: str) -> 
         GPT(ModelConfig(**{**SMALL, **settings}))
 
 
-def test_flex_and_sdpa_models_give_the_same_logits() -> None:
+@pytest.mark.parametrize("layers", [{}, dict(short_window_layers=(1, 3))], ids=["one window", "short windows"])
+def test_flex_and_sdpa_models_give_the_same_logits(layers: dict) -> None:
     torch.manual_seed(0)
-    flex = GPT(ModelConfig(**SMALL, attention="flex"))
+    flex = GPT(ModelConfig(**SMALL, **layers, attention="flex"))
     with torch.no_grad():
         for p in flex.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    sdpa = GPT(ModelConfig(**SMALL, attention="sdpa"))
+    sdpa = GPT(ModelConfig(**SMALL, **layers, attention="sdpa"))
     sdpa.load_state_dict(flex.state_dict())
     tokens = torch.randint(0, 50256, (2, 512))
     tokens[:, ::97] = EOT_TOKEN
