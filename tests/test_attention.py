@@ -110,15 +110,19 @@ def _stand_in_backward(q, k, v, out, grad_out, lse, cu_seqlens_q, cu_seqlens_k, 
     return grad_q.contiguous(), grad_k.contiguous(), grad_v.contiguous()
 
 
-def test_fa4_ops_through_torch_compile_with_a_dense_stand_in(monkeypatch) -> None:
+@pytest.mark.parametrize("layers", [{}, dict(n_value_embeds=1, no_attention_layers=(3,), short_window_layers=(1, 4))],
+                         ids=["every layer alike", "records' layout"])
+def test_fa4_ops_through_torch_compile_with_a_dense_stand_in(monkeypatch, layers: dict) -> None:
     """cavegpt's FA4 custom ops (window − 1, the documents' count and longest, the backward's wiring) in a
     compiled model, with ``flash_attn.cute.interface`` replaced by a dense computation of what FA4
-    computes. The model must give SDPA's loss and gradients, at two windows, without a graph break."""
+    computes. The model must give SDPA's loss and gradients, at two windows, without a graph break; with
+    short-window layers, their half window too."""
     interface = types.ModuleType("flash_attn.cute.interface")
     interface._flash_attn_fwd, interface._flash_attn_bwd = _stand_in_forward, _stand_in_backward
     monkeypatch.setitem(sys.modules, "flash_attn.cute.interface", interface)
     torch.manual_seed(0)
-    model = GPT(ModelConfig(n_layer=6, n_head=2, d_model=32, backout_layer=4, max_seq_len=256, attention="sdpa"))
+    model = GPT(ModelConfig(n_layer=6, n_head=2, d_model=32, backout_layer=4, max_seq_len=256, attention="sdpa",
+                            **layers))
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
