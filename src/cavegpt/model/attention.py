@@ -58,7 +58,8 @@ def resolve_attention(name: str, device: torch.device) -> str:
 
 
 def attention_for(backend: str, tokens: Tensor, window: Tensor, documents: Documents | None = None) -> Attend:
-    """The masked attention every layer uses for this batch of packed documents.
+    """The masked attention over this batch of packed documents at ``window`` (the model asks for one per window
+    its layers use: the schedule's, and half of it for short-window layers).
 
     With ``documents``, FlashAttention-4 (``window`` then holds the window on the CPU); without,
     FlexAttention on CUDA unless ``backend`` is ``sdpa``, and SDPA elsewhere.
