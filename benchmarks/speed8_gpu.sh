@@ -5,7 +5,11 @@
 #   layers: (2 GPUs, carry .devdata/textmix) GPU 0: `record` at its last stage as it is, then with both
 #           options (Flex; FA4 too when installed); GPU 1: 200-step `record` runs on textmix in 32,768-token
 #           micro-batches (1/2/3 per stage, as session 5's FP8-head check), without and with the options.
-# Usage (device, repo root): bash benchmarks/speed8_gpu.sh layers   (figures under $OUT)
+#   park:   (one H100, carry .whl/cu13a) parks the first half of the split FA4 wheel; `record` (the layout adopted
+#           after `layers`) at its last stage once more with Flex, the repeat of `layers`' figure.
+#   fa4:    (the same warm H100, carry .whl/fa4) installs FA4; its GPU equality test against Flex; `record` at its
+#           last stage and `h100` with FA4.
+# Usage (device, repo root): bash benchmarks/speed8_gpu.sh layers|park|fa4   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed8
@@ -28,5 +32,15 @@ layers)
     bench record_records_layout --preset record "${synthetic[@]}" --at-step 1900 "${records_layout[@]}"
     wait
     cat "$out/learn.txt"
+    ;;
+park)
+    park_fa4_half
+    bench record_flex --preset record "${synthetic[@]}" --at-step 1900 attention=flex
+    ;;
+fa4)
+    install_fa4
+    python -m pytest -q tests/test_attention.py -k matches_flex > "$out/fa4_test.txt" 2>&1; tail -2 "$out/fa4_test.txt"
+    bench record_fa4 --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
+    bench h100_fa4 --preset h100 "${synthetic[@]}" attention=fa4
     ;;
 esac
