@@ -175,21 +175,21 @@ def record_recipe() -> Config:
 
 
 def record_preset() -> Config:
-    """The record recipe for 80 GB cards, in micro-batches of 131,072 tokens (1 → 2 → 3): peak 55.5 GiB.
+    """The record recipe for 80 GB cards, in micro-batches of 131,072 tokens (1 → 2 → 3): peak 53.6 GiB.
 
     At its last stage on one H100 with Flex, 5.1 % more tokens/s than in the recipe's 12 × 32,768 (434,007 vs
-    412,923, one machine; docs/BENCHMARKS.md, 2026-11-26, session 11).
+    412,923, one machine, before the attention layout; docs/BENCHMARKS.md, 2026-11-26, session 11).
     """
     return in_micro_batches(record_recipe(), 131072)
 
 
 def record_24gb_preset() -> Config:
-    """The record recipe in micro-batches of 16,384 tokens (twice its 32,768's) for 24 GB cards: peak 15.7 GiB."""
+    """The record recipe in micro-batches of 16,384 tokens (twice its 32,768's) for 24 GB cards: peak 15.4 GiB."""
     return in_micro_batches(record_recipe(), 16384)
 
 
 def record_16gb_preset() -> Config:
-    """The record recipe in micro-batches of 8,192 tokens (four times its 32,768's) for 16 GB cards: peak 11.6 GiB."""
+    """The record recipe in micro-batches of 8,192 tokens (four times its 32,768's) for 16 GB cards: peak 11.4 GiB."""
     return in_micro_batches(record_recipe(), 8192)
 
 
