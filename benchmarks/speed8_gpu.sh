@@ -9,7 +9,10 @@
 #           after `layers`) at its last stage once more with Flex, the repeat of `layers`' figure.
 #   fa4:    (the same warm H100, carry .whl/fa4) installs FA4; its GPU equality test against Flex; `record` at its
 #           last stage and `h100` with FA4.
-# Usage (device, repo root): bash benchmarks/speed8_gpu.sh layers|park|fa4   (figures under $OUT)
+#   inductor: (one H100) `record` at its last stage, Flex, under inductor settings that change how the elementwise
+#           kernels (21 % of a `record` step with FA4, the profile of session 12) are fused or launched: as it is,
+#           TORCHINDUCTOR_ENABLE_PDL=1, combo_kernels, aggressive_fusion, TORCHINDUCTOR_MULTI_KERNEL=1.
+# Usage (device, repo root): bash benchmarks/speed8_gpu.sh layers|park|fa4|inductor   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed8
@@ -42,5 +45,13 @@ fa4)
     python -m pytest -q tests/test_attention.py -k matches_flex > "$out/fa4_test.txt" 2>&1; tail -2 "$out/fa4_test.txt"
     bench record_fa4 --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
     bench h100_fa4 --preset h100 "${synthetic[@]}" attention=fa4
+    ;;
+inductor)
+    record=(--preset record "${synthetic[@]}" --at-step 1900 attention=flex)
+    bench record_as_is "${record[@]}"
+    TORCHINDUCTOR_ENABLE_PDL=1 bench record_pdl "${record[@]}"
+    CAVEGPT="python benchmarks/inductor_config_gpu.py combo_kernels=True --" bench record_combo_kernels "${record[@]}"
+    CAVEGPT="python benchmarks/inductor_config_gpu.py aggressive_fusion=True --" bench record_aggressive_fusion "${record[@]}"
+    TORCHINDUCTOR_MULTI_KERNEL=1 bench record_multi_kernel "${record[@]}"
     ;;
 esac
