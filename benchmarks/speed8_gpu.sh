@@ -12,7 +12,9 @@
 #   inductor: (one H100) `record` at its last stage, Flex, under inductor settings that change how the elementwise
 #           kernels (21 % of a `record` step with FA4, the profile of session 12) are fused or launched: as it is,
 #           TORCHINDUCTOR_ENABLE_PDL=1, combo_kernels, aggressive_fusion, TORCHINDUCTOR_MULTI_KERNEL=1.
-# Usage (device, repo root): bash benchmarks/speed8_gpu.sh layers|park|fa4|inductor   (figures under $OUT)
+#   layer0: (2 GPUs, carry .devdata/textmix) as `layers`, for the records' layer 0 from 2025-09-21 on: neither
+#           attention (2025-09-21) nor MLP (2025-09-05), on top of the layout `layers` adopted.
+# Usage (device, repo root): bash benchmarks/speed8_gpu.sh layers|park|fa4|inductor|layer0   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed8
@@ -24,7 +26,22 @@ train() {  # log name, train arguments...: the run's output in $out/NAME.txt, it
         log_dir=/tmp/cavegpt-speed8-runs run_id="$name" "$@" > "$out/$name.txt" 2>&1
     echo "== $name"; grep -E "warm-up|val_loss" "$out/$name.txt" | tail -4
 }
+ab() {  # name, model options...: GPU 0 `record` at its last stage as it is, then with the options; GPU 1 the two
+    local name=$1; shift  # 200-step learning runs on textmix (32,768-token micro-batches, 1/2/3 per stage)
+    (export CUDA_VISIBLE_DEVICES=1
+     common=(seq_len=32768 batch_ramp=1,2,3 num_iterations=200 cooldown_iters=110 val_every=25 log_every=25)
+     train record200_as_is "${common[@]}"
+     train "record200_$name" "${common[@]}" "$@") > "$out/learn.txt" 2>&1 &
+    export CUDA_VISIBLE_DEVICES=0
+    bench record_as_is --preset record "${synthetic[@]}" --at-step 1900
+    bench "record_$name" --preset record "${synthetic[@]}" --at-step 1900 "$@"
+    wait
+    cat "$out/learn.txt"
+}
 case $stage in
+layer0)
+    ab layer0_empty no_attention_layers=0,7 no_mlp_layers=0
+    ;;
 layers)
     (export CUDA_VISIBLE_DEVICES=1
      common=(seq_len=32768 batch_ramp=1,2,3 num_iterations=200 cooldown_iters=110 val_every=25 log_every=25)

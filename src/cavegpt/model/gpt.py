@@ -89,12 +89,14 @@ class ModelConfig:
     bigram_vocab: int = 0  # rows of the bigram hash embedding (0: none)
     no_attention_layers: tuple[int, ...] = ()  # blocks with an MLP only (the records from 2025-01-13 on: layer 7)
     short_window_layers: tuple[int, ...] = ()  # layers attending over half the window (long-short, record 2025-01-16)
+    no_mlp_layers: tuple[int, ...] = ()  # blocks without an MLP (the records from 2025-09-05 on: layer 0)
     fused_head: bool = True  # LM head + soft cap + loss in one pass (cavegpt.model.head_loss); False: plain
     fused_mlp: bool = True  # ReLU² inside the MLP's matmuls when training (cavegpt.model.relu_square); False: plain
 
     def __post_init__(self) -> None:  # JSON (a checkpoint's config) brings lists
         self.no_attention_layers = tuple(self.no_attention_layers)
         self.short_window_layers = tuple(self.short_window_layers)
+        self.no_mlp_layers = tuple(self.no_mlp_layers)
 
     @property
     def head_dim(self) -> int:
@@ -127,12 +129,16 @@ class ModelConfig:
             raise ValueError(f"attention={self.attention!r}: choose one of {', '.join(ATTENTION_BACKENDS)}")
         if self.bigram_vocab == 1 or self.bigram_vocab < 0:
             raise ValueError(f"bigram_vocab={self.bigram_vocab}: 0 (off) or at least 2 rows")
-        for name in ("no_attention_layers", "short_window_layers"):
+        for name in ("no_attention_layers", "short_window_layers", "no_mlp_layers"):
             if any(not 0 <= layer < self.n_layer for layer in getattr(self, name)):
                 raise ValueError(f"{name}={getattr(self, name)}: layer indices run from 0 to {self.n_layer - 1}")
-        fed = [layer for layer in self.no_attention_layers if self.value_embed_table(layer) is not None]
-        if fed:
-            raise ValueError(f"no_attention_layers: layers {fed} take a value embedding, which only attention reads")
+        # a block without attention ignores its value embedding (as the records' layer 0 from 2025-09-21 on), but a
+        # table that no attention reads would be an embedding that never learns
+        attending = [layer for layer in range(self.n_layer) if layer not in self.no_attention_layers]
+        unread = set(range(self.n_value_embeds)) - {self.value_embed_table(layer) for layer in attending}
+        if unread:
+            raise ValueError(f"no_attention_layers={self.no_attention_layers}: value-embedding tables {sorted(unread)} "
+                             "would feed no attention layer; lower n_value_embeds or keep attention in one of their layers")
 
     def value_embed_table(self, layer: int) -> int | None:
         """Which value-embedding table feeds ``layer`` (None: the layer has none)."""
@@ -248,7 +254,7 @@ class Block(nn.Module):
         super().__init__()
         no_attention = layer in config.no_attention_layers
         self.attn = None if no_attention else CausalSelfAttention(config, config.value_embed_table(layer) is not None)
-        self.mlp = MLP(config.d_model, config.fused_mlp)
+        self.mlp = None if layer in config.no_mlp_layers else MLP(config.d_model, config.fused_mlp)
         self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))
         self.bigram_lambda = nn.Parameter(torch.tensor(0.1)) if config.bigram_vocab else None
 
@@ -259,7 +265,9 @@ class Block(nn.Module):
             x = x + self.bigram_lambda * bigram
         if self.attn is not None:
             x = x + self.attn(rms_norm(x), value_embed, rotary, attend)
-        return x + self.mlp(rms_norm(x))
+        if self.mlp is not None:
+            x = x + self.mlp(rms_norm(x))
+        return x
 
 
 def ahead_losses(logits: Tensor, targets: Tensor, horizon: int) -> Tensor:

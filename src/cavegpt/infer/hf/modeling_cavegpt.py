@@ -6,9 +6,9 @@ that this file gives cavegpt's logits and greedy tokens.
 
 What a cavegpt model sees: a document starts at every EOT (50256) and attends only within itself,
 causally, at most ``window`` tokens back (half of it in ``short_window_layers``; blocks in
-``no_attention_layers`` have an MLP only); rotary positions count real tokens; the smear gate adds a
-gated fraction of the previous token's embedding; value embeddings, a bigram hash embedding
-(``record`` models), U-Net skips, backout and soft-capped logits. Left padding (``attention_mask``)
+``no_attention_layers`` have no attention, those in ``no_mlp_layers`` no MLP); rotary positions count
+real tokens; the smear gate adds a gated fraction of the previous token's embedding; value embeddings,
+a bigram hash embedding (``record`` models), U-Net skips, backout and soft-capped logits. Left padding (``attention_mask``)
 is invisible to real tokens. ``generate()`` runs with this file's own cache (greedy and sampling;
 beam search, which reorders caches, is not supported).
 """
@@ -169,7 +169,7 @@ class Block(nn.Module):
         super().__init__()
         self.attn = None if layer in config.no_attention_layers else \
             Attention(config, value_embed_table(config, layer) is not None)
-        self.mlp = MLP(config.d_model)
+        self.mlp = None if layer in config.no_mlp_layers else MLP(config.d_model)
         self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))
         self.bigram_lambda = nn.Parameter(torch.tensor(0.1)) if config.bigram_vocab else None
 
@@ -179,7 +179,9 @@ class Block(nn.Module):
             x = x + self.bigram_lambda * bigram
         if self.attn is not None:
             x = x + self.attn(rms_norm(x), value_embed, cache, layer)
-        return x + self.mlp(rms_norm(x))
+        if self.mlp is not None:
+            x = x + self.mlp(rms_norm(x))
+        return x
 
 
 class CavegptForCausalLM(PreTrainedModel, GenerationMixin):
