@@ -14,7 +14,10 @@
 #           TORCHINDUCTOR_ENABLE_PDL=1, combo_kernels, aggressive_fusion, TORCHINDUCTOR_MULTI_KERNEL=1.
 #   layer0: (2 GPUs, carry .devdata/textmix) as `layers`, for the records' layer 0 from 2025-09-21 on: neither
 #           attention (2025-09-21) nor MLP (2025-09-05), on top of the layout `layers` adopted.
-# Usage (device, repo root): bash benchmarks/speed8_gpu.sh layers|park|fa4|inductor|layer0   (figures under $OUT)
+#   layer0_long: (2 GPUs, carry .devdata/textmix) after `layer0` (7.1 % faster, 0.09 worse at 200 steps): 600-step
+#           runs (≈ 39M tokens, under two passes over textmix): GPU 0 as it is, then without layer 0's MLP only (the
+#           records of 2025-09-05); GPU 1 with layer 0 empty, then `record` without layer 0's MLP at its last stage.
+# Usage (device, repo root): bash benchmarks/speed8_gpu.sh layers|park|fa4|inductor|layer0|layer0_long   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed8
@@ -39,6 +42,17 @@ ab() {  # name, model options...: GPU 0 `record` at its last stage as it is, the
     cat "$out/learn.txt"
 }
 case $stage in
+layer0_long)
+    long=(seq_len=32768 batch_ramp=1,2,3 num_iterations=600 cooldown_iters=330 val_every=50 log_every=50)
+    (export CUDA_VISIBLE_DEVICES=1
+     train record600_layer0_empty "${long[@]}" no_attention_layers=0,7 no_mlp_layers=0
+     bench record_mlp0 --preset record "${synthetic[@]}" --at-step 1900 no_mlp_layers=0) > "$out/gpu1.txt" 2>&1 &
+    export CUDA_VISIBLE_DEVICES=0
+    train record600_as_is "${long[@]}"
+    train record600_mlp0 "${long[@]}" no_mlp_layers=0
+    wait
+    cat "$out/gpu1.txt"
+    ;;
 layer0)
     ab layer0_empty no_attention_layers=0,7 no_mlp_layers=0
     ;;

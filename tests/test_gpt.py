@@ -114,8 +114,33 @@ def test_a_block_without_attention_is_one_whose_attention_adds_nothing() -> None
     assert len(matrices) == len(plain.param_groups()["matrices"]) - 4  # Q, K, V and the output projection
 
 
+def test_a_block_without_mlp_is_one_whose_mlp_adds_nothing() -> None:
+    settings = dict(**SMALL, attention="sdpa", n_value_embeds=1)
+    plain = randomized(GPT(ModelConfig(**settings)))
+    with torch.no_grad():
+        plain.blocks[0].mlp.c_proj.weight.zero_()
+    skipped = GPT(ModelConfig(**settings, no_mlp_layers=(0,)))
+    assert skipped.blocks[0].mlp is None
+    state = {k: v for k, v in plain.state_dict().items() if not k.startswith("blocks.0.mlp.")}
+    skipped.load_state_dict(state)  # strict: exactly the MLP's parameters are gone
+    tokens = torch.randint(0, 50257, (2, 200))
+    with torch.no_grad():
+        torch.testing.assert_close(skipped(tokens, torch.tensor(128)), plain(tokens, torch.tensor(128)), rtol=0, atol=0)
+    assert len(skipped.param_groups()["matrices"]) == len(plain.param_groups()["matrices"]) - 2
+
+
+def test_an_empty_block_ignores_its_value_embedding_which_the_other_end_still_reads() -> None:
+    """The records' layer 0 from 2025-09-21 on: no attention, no MLP; its value-embedding table feeds the last layer."""
+    model = randomized(GPT(ModelConfig(**SMALL, attention="sdpa", n_value_embeds=1, no_attention_layers=(0,),
+                                       no_mlp_layers=(0,))))
+    tokens = torch.randint(0, 50257, (1, 64))
+    model(tokens, torch.tensor(64), tokens).backward()
+    assert model.value_embeds[0].weight.grad.abs().sum() > 0  # learns through layer 5
+
+
 @pytest.mark.parametrize("settings, message", [
-    (dict(no_attention_layers=(0,)), r"layers \[0\] take a value embedding"),
+    (dict(no_attention_layers=(0, 5), n_value_embeds=1), r"value-embedding tables \[0\] would feed no attention layer"),
+    (dict(no_mlp_layers=(6,)), r"no_mlp_layers=\(6,\): layer indices run from 0 to 5"),
     (dict(short_window_layers=(6,)), r"layer indices run from 0 to 5"),
     (dict(no_attention_layers=(-1,), n_value_embeds=1), r"layer indices run from 0 to 5")])
 def test_layer_options_refuse_what_cannot_work(settings: dict, message: str) -> None:

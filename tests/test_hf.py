@@ -24,9 +24,10 @@ from tests.hubstub import TOKEN, StubHub
 pytest.importorskip("transformers", reason='the Hugging Face export needs transformers (pip install "cavegpt[hf]")')
 
 TINY = ModelConfig(n_layer=6, n_head=2, d_model=64, backout_layer=4, window=64, max_seq_len=1024)
-# the options that shape the model: record's bigram table and soft cap, a block without attention, short windows
+# the options that shape the model: record's bigram table and soft cap, blocks without attention (layer 0 with
+# a value-embedding table it ignores) or MLP, short windows
 RECORD_OPTIONS = dataclasses.replace(TINY, bigram_vocab=997, logit_softcap=15.0, n_value_embeds=1,
-                                     no_attention_layers=(3,), short_window_layers=(1, 2, 4))
+                                     no_attention_layers=(0, 3), no_mlp_layers=(0,), short_window_layers=(1, 2, 4))
 TEXTS = ["Hello world!  naïve café 12345 \n\n  spaces   ", "def f(x):\n\treturn x**2  # it's 'quoted', we'll see\r\n",
          "日本語のテキスト 🚀✨ and «quotes»", "   leading", "trailing   \n", "The capital of France is"]
 PROMPTS = ["The capital of France is", "Once upon a time, in a small village,"]

@@ -44,12 +44,13 @@ def model() -> GPT:
 
 VARIANTS = {"seed": CONFIG,
             "bigram": dataclasses.replace(CONFIG, bigram_vocab=997),  # record's table looks one token back too
-            "layers": dataclasses.replace(CONFIG, n_value_embeds=1, no_attention_layers=(3,), short_window_layers=(1, 4))}
+            "layers": dataclasses.replace(CONFIG, n_value_embeds=1, no_attention_layers=(0, 3), no_mlp_layers=(0,),
+                                          short_window_layers=(1, 4))}
 
 
 @pytest.fixture(scope="module", params=sorted(VARIANTS))
 def any_model(request) -> GPT:
-    """The seed's layout; the record preset's bigram embedding; a block without attention and short windows."""
+    """The seed's layout; the record preset's bigram embedding; blocks without attention or MLP, short windows."""
     return random_model(VARIANTS[request.param])
 
 
