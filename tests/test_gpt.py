@@ -98,35 +98,22 @@ def test_short_window_layers_attend_over_half_the_window() -> None:
     assert [mixed.config.layer_window(layer, 128) for layer in range(6)] == [128, 64, 128, 64, 128, 128]
 
 
-def test_a_block_without_attention_is_one_whose_attention_adds_nothing() -> None:
+@pytest.mark.parametrize("option, layer, part, matrices", [("no_attention_layers", 3, "attn", 4),  # Q, K, V, projection
+                                                       ("no_mlp_layers", 0, "mlp", 2)])
+def test_a_block_without_a_part_is_one_whose_part_adds_nothing(option: str, layer: int, part: str,
+                                                                 matrices: int) -> None:
     settings = dict(**SMALL, attention="sdpa", n_value_embeds=1)
     plain = randomized(GPT(ModelConfig(**settings)))
     with torch.no_grad():
-        plain.blocks[3].attn.c_proj.weight.zero_()
-    skipped = GPT(ModelConfig(**settings, no_attention_layers=(3,)))
-    assert skipped.blocks[3].attn is None
-    state = {k: v for k, v in plain.state_dict().items() if not k.startswith("blocks.3.attn.")}
-    skipped.load_state_dict(state)  # strict: exactly the attention's parameters are gone
+        getattr(plain.blocks[layer], part).c_proj.weight.zero_()
+    skipped = GPT(ModelConfig(**settings, **{option: (layer,)}))
+    assert getattr(skipped.blocks[layer], part) is None
+    state = {k: v for k, v in plain.state_dict().items() if not k.startswith(f"blocks.{layer}.{part}.")}
+    skipped.load_state_dict(state)  # strict: exactly that part's parameters are gone
     tokens = torch.randint(0, 50257, (2, 200))
     with torch.no_grad():
         torch.testing.assert_close(skipped(tokens, torch.tensor(128)), plain(tokens, torch.tensor(128)), rtol=0, atol=0)
-    matrices = {id(p) for p in skipped.param_groups()["matrices"]}
-    assert len(matrices) == len(plain.param_groups()["matrices"]) - 4  # Q, K, V and the output projection
-
-
-def test_a_block_without_mlp_is_one_whose_mlp_adds_nothing() -> None:
-    settings = dict(**SMALL, attention="sdpa", n_value_embeds=1)
-    plain = randomized(GPT(ModelConfig(**settings)))
-    with torch.no_grad():
-        plain.blocks[0].mlp.c_proj.weight.zero_()
-    skipped = GPT(ModelConfig(**settings, no_mlp_layers=(0,)))
-    assert skipped.blocks[0].mlp is None
-    state = {k: v for k, v in plain.state_dict().items() if not k.startswith("blocks.0.mlp.")}
-    skipped.load_state_dict(state)  # strict: exactly the MLP's parameters are gone
-    tokens = torch.randint(0, 50257, (2, 200))
-    with torch.no_grad():
-        torch.testing.assert_close(skipped(tokens, torch.tensor(128)), plain(tokens, torch.tensor(128)), rtol=0, atol=0)
-    assert len(skipped.param_groups()["matrices"]) == len(plain.param_groups()["matrices"]) - 2
+    assert len(skipped.param_groups()["matrices"]) == len(plain.param_groups()["matrices"]) - matrices
 
 
 def test_an_empty_block_ignores_its_value_embedding_which_the_other_end_still_reads() -> None:
