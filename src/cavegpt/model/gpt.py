@@ -87,7 +87,7 @@ class ModelConfig:
     max_seq_len: int = 65536  # rotary table length
     attention: str = "auto"  # "fa4", "flex", "sdpa" (same mask, dense); "auto": see cavegpt.model.attention
     bigram_vocab: int = 0  # rows of the bigram hash embedding (0: none)
-    no_attention_layers: tuple[int, ...] = ()  # blocks with an MLP only (the records from 2025-01-13 on: layer 7)
+    no_attention_layers: tuple[int, ...] = ()  # blocks without attention (the records from 2025-01-13 on: layer 7)
     short_window_layers: tuple[int, ...] = ()  # layers attending over half the window (long-short, record 2025-01-16)
     no_mlp_layers: tuple[int, ...] = ()  # blocks without an MLP (the records from 2025-09-05 on: layer 0)
     fused_head: bool = True  # LM head + soft cap + loss in one pass (cavegpt.model.head_loss); False: plain
@@ -137,8 +137,9 @@ class ModelConfig:
         attending = [layer for layer in range(self.n_layer) if layer not in self.no_attention_layers]
         unread = set(range(self.n_value_embeds)) - {self.value_embed_table(layer) for layer in attending}
         if unread:
-            raise ValueError(f"no_attention_layers={self.no_attention_layers}: value-embedding tables {sorted(unread)} "
-                             "would feed no attention layer; lower n_value_embeds or keep attention in one of their layers")
+            raise ValueError(f"no_attention_layers={self.no_attention_layers}: value-embedding tables "
+                             f"{sorted(unread)} would feed no attention layer; lower n_value_embeds or keep attention "
+                             "in one of their layers")
 
     def value_embed_table(self, layer: int) -> int | None:
         """Which value-embedding table feeds ``layer`` (None: the layer has none)."""

@@ -8,9 +8,9 @@ What a cavegpt model sees: a document starts at every EOT (50256) and attends on
 causally, at most ``window`` tokens back (half of it in ``short_window_layers``; blocks in
 ``no_attention_layers`` have no attention, those in ``no_mlp_layers`` no MLP); rotary positions count
 real tokens; the smear gate adds a gated fraction of the previous token's embedding; value embeddings,
-a bigram hash embedding (``record`` models), U-Net skips, backout and soft-capped logits. Left padding (``attention_mask``)
-is invisible to real tokens. ``generate()`` runs with this file's own cache (greedy and sampling;
-beam search, which reorders caches, is not supported).
+a bigram hash embedding (``record`` models), U-Net skips, backout and soft-capped logits. Left padding
+(``attention_mask``) is invisible to real tokens. ``generate()`` runs with this file's own cache (greedy
+and sampling; beam search, which reorders caches, is not supported).
 """
 
 from __future__ import annotations
