@@ -3,6 +3,10 @@
 Pass 1 sums ``exp(z − cap)`` over the row; the targets' losses follow; pass 2 re-reads the row
 (mostly from L2) and writes the gradient over it. Per row that is two reads and one write of the
 bf16 logits and nothing in float32: at 32,768 × 50,304 bf16 logits, ≈ 10 GB of traffic.
+
+In a `record` step's profile on an H100 it took 1.5 ms per chunk of 8,192 rows, ≈ 1.6 TB/s, about half the
+memory's bandwidth (docs/BENCHMARKS.md, session 12). The suspects are the special-function units, which every
+logit visits for exp and reciprocals in both passes, so the soft cap multiplies by ``1 / cap`` rather than dividing.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ def _target_terms(offsets, ahead, coefs):
 
 
 @triton.jit
-def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, VOCAB: tl.constexpr,
+def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, inv_softcap, VOCAB: tl.constexpr,
                         HORIZON: tl.constexpr, HORIZON_P2: tl.constexpr, BLOCK: tl.constexpr,
                         WITH_GRAD: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
@@ -39,14 +43,14 @@ def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, V
     for start in range(0, VOCAB, BLOCK):
         inside = start + cols < VOCAB
         raw = tl.load(row_logits + start + cols, mask=inside, other=0.0).to(tl.float32)
-        terms += tl.where(inside, tl.exp(softcap * _tanh(raw / softcap) - softcap), 0.0)
+        terms += tl.where(inside, tl.exp(softcap * _tanh(raw * inv_softcap) - softcap), 0.0)
     lse = softcap + tl.log(tl.sum(terms, axis=0))
 
     ks = tl.arange(0, HORIZON_P2)
     ahead = tl.load(ahead_ptr + row * HORIZON + ks, mask=ks < HORIZON, other=-1)
     valid = ahead >= 0
     picked = tl.load(row_logits + tl.where(valid, ahead, 0)).to(tl.float32)
-    losses = tl.where(valid, lse - softcap * _tanh(picked / softcap), 0.0)
+    losses = tl.where(valid, lse - softcap * _tanh(picked * inv_softcap), 0.0)
     tl.store(losses_ptr + row * HORIZON + ks, losses, mask=ks < HORIZON)
 
     if WITH_GRAD:
@@ -57,7 +61,7 @@ def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, V
             offsets = start + cols
             inside = offsets < VOCAB
             raw = tl.load(row_logits + offsets, mask=inside, other=0.0).to(tl.float32)
-            squashed = _tanh(raw / softcap)
+            squashed = _tanh(raw * inv_softcap)
             probs = tl.exp(softcap * squashed - lse)
             grad = total * probs
             # the one-hot terms only where this block holds a target: a scalar test per block instead of a
@@ -78,7 +82,7 @@ def triton_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, soft
     n, vocab = logits.shape
     horizon = ahead.size(1)
     losses = torch.empty(n, horizon, dtype=torch.float32, device=logits.device)
-    _softcapped_ce_rows[(n,)](logits, ahead.contiguous(), coefs.contiguous(), losses, softcap, VOCAB=vocab,
+    _softcapped_ce_rows[(n,)](logits, ahead.contiguous(), coefs.contiguous(), losses, softcap, 1 / softcap, VOCAB=vocab,
                               HORIZON=horizon, HORIZON_P2=triton.next_power_of_2(horizon), BLOCK=block,
                               WITH_GRAD=with_grad, num_warps=num_warps)
     return losses
