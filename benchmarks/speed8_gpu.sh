@@ -20,7 +20,8 @@
 #           records of 2025-09-05); GPU 1 with layer 0 empty, then `record` without layer 0's MLP at its last stage.
 #   head:   (one H100, carry .devdata/prehead, made with `mkdir -p .devdata/prehead && git archive 343d509 src |
 #           tar -x -C .devdata/prehead`) the head's row kernel multiplying by 1 / cap instead of dividing by cap:
-#           its GPU tests, benchmarks/head_loss_gpu.py on the code before and after, then `seed` and `record` (last stage) benches
+#           its GPU tests, benchmarks/head_loss_gpu.py on the code before and after (with the row kernel's block,
+#           warps and pipeline stages swept after), then `seed` and `record` (last stage) benches
 #           before, after, before, after (Flex; the second pair on warm caches).
 # Usage (device, repo root): bash benchmarks/speed8_gpu.sh layers|park|fa4|inductor|layer0|layer0_long|head
 # (figures under $OUT)
@@ -50,9 +51,9 @@ ab() {  # name, model options...: GPU 0 `record` at its last stage as it is, the
 case $stage in
 head)
     python -m pytest -q tests/test_head_loss.py > "$out/head_loss_tests.txt" 2>&1; tail -1 "$out/head_loss_tests.txt"
-    PYTHONPATH=.devdata/prehead/src python benchmarks/head_loss_gpu.py > "$out/head_loss_before.txt" 2>&1
+    PYTHONPATH=.devdata/prehead/src python benchmarks/head_loss_gpu.py --no-sweep > "$out/head_loss_before.txt" 2>&1
     python benchmarks/head_loss_gpu.py > "$out/head_loss_after.txt" 2>&1
-    for when in before after; do echo "== head_loss_$when"; tail -12 "$out/head_loss_$when.txt"; done
+    for when in before after; do echo "== head_loss_$when"; sed -n '/^head | path/,$p' "$out/head_loss_$when.txt"; done
     for round in 1 2; do
         for preset in seed record; do
             at=(); [ $preset = record ] && at=(--at-step 1900)

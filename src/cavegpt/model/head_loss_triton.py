@@ -16,8 +16,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-# (block, warps): picked by benchmarks/head_loss_gpu.py on an H100 (docs/BENCHMARKS.md)
-BLOCK_SIZE, NUM_WARPS = 2048, 8
+# (block, warps): picked by benchmarks/head_loss_gpu.py on an H100 (docs/BENCHMARKS.md); stages: Triton's default
+BLOCK_SIZE, NUM_WARPS, NUM_STAGES = 2048, 8, 3
 
 
 @triton.jit
@@ -82,7 +82,7 @@ def triton_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, soft
     n, vocab = logits.shape
     horizon = ahead.size(1)
     losses = torch.empty(n, horizon, dtype=torch.float32, device=logits.device)
-    _softcapped_ce_rows[(n,)](logits, ahead.contiguous(), coefs.contiguous(), losses, softcap, 1 / softcap, VOCAB=vocab,
-                              HORIZON=horizon, HORIZON_P2=triton.next_power_of_2(horizon), BLOCK=block,
-                              WITH_GRAD=with_grad, num_warps=num_warps)
+    _softcapped_ce_rows[(n,)](logits, ahead.contiguous(), coefs.contiguous(), losses, softcap, 1 / softcap,
+                              VOCAB=vocab, HORIZON=horizon, HORIZON_P2=triton.next_power_of_2(horizon), BLOCK=block,
+                              WITH_GRAD=with_grad, num_warps=num_warps, num_stages=NUM_STAGES)
     return losses
