@@ -71,7 +71,7 @@ def test_every_backend_takes_tokens_first_and_heads_second() -> None:
     torch.manual_seed(0)
     tokens = torch.from_numpy(random_batch(2, 128, 3))
     q, k, v = (torch.randn(2, 128, 3, 8) for _ in range(3))
-    attend = attention_for("sdpa", tokens, torch.tensor(32))
+    attend, = attention_for("sdpa", tokens, [torch.tensor(32)])
     out = attend(q, k, v)
     assert out.shape == q.shape
     torch.testing.assert_close(out[:, 0], v[:, 0])  # the first token sees only itself
@@ -166,8 +166,8 @@ def test_fa4_matches_flex_forward_and_backward() -> None:
     q, k, v = (torch.randn(2, 2048, 6, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
     grad = torch.randn_like(q)
     results = []
-    for attend in (attention_for("fa4", tokens, torch.tensor(window), documents),
-                   attention_for("flex", tokens, torch.tensor(window, device="cuda"))):
+    for attend in (*attention_for("fa4", tokens, [torch.tensor(window)], documents),
+                   *attention_for("flex", tokens, [torch.tensor(window, device="cuda")])):
         out = attend(q, k, v)
         out.backward(grad)
         results.append([out.detach().float(), *(t.grad.float() for t in (q, k, v))])

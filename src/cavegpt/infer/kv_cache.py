@@ -30,15 +30,14 @@ class KVCache:
         if max_len > config.max_seq_len:
             raise ValueError(f"{max_len} tokens exceed the model's rotary table ({config.max_seq_len})")
         self.config, self.max_len = config, max_len
-        # the windows the layers attend over (the model's final one, half of it in short-window layers)
-        self.windows = {config.layer_window(layer, config.window) for layer in range(config.n_layer)} - {0}
+        # the window each layer attends over: the model's final one, half of it in short-window layers, 0 for none
+        self.layer_windows = [config.layer_window(layer, config.window) for layer in range(config.n_layer)]
         # one buffer per layer, written by index assignment: a compiled step then updates the slots in
         # place (views of one big buffer written with index_copy_ were copied whole at every step, 1.4 ms
         # of a 3.0 ms batch-8 step on an H100)
         shape = (batch, config.n_head, max_len, config.head_dim)
-        attends = [config.layer_window(layer, config.window) > 0 for layer in range(config.n_layer)]
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) if a else None for a in attends]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) if a else None for a in attends]
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) if w else None for w in self.layer_windows]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) if w else None for w in self.layer_windows]
         self.docs = torch.full((batch, max_len), -1, dtype=torch.long, device=device)
         self.valid = torch.zeros(batch, max_len, dtype=torch.bool, device=device)
         self.slots = torch.arange(max_len, device=device)
@@ -69,7 +68,7 @@ class KVCache:
         q_idx, k_idx = chunk[:, None], self.slots[None, :]
         allowed = (k_idx <= q_idx) & (self.docs[:, None, :] == docs[:, :, None]) & self.valid[:, None, :]
         self.masks = {window: ((allowed & (q_idx - k_idx < window)) | (k_idx == q_idx))[:, None]  # padding sees
-                      for window in self.windows}  # only itself: no empty rows
+                      for window in set(self.layer_windows) - {0}}  # only itself: no empty rows
         self.chunk, self.chunk_valid = chunk, valid
         self.chunk_has_valid = valid.any(-1)
         self.chunk_last = (valid.cumsum(-1) == valid.sum(-1, keepdim=True)) & valid  # each row's last real token
@@ -100,7 +99,7 @@ class KVCache:
 
     def attention(self, layer: int) -> Attend:
         """Attention for ``layer``: store this chunk's keys/values, attend over the whole cache."""
-        window = self.config.layer_window(layer, self.config.window)
+        window = self.layer_windows[layer]
 
         def attend(q: Tensor, k: Tensor, v: Tensor) -> Tensor:  # [B, T, H, D], stored as [B, H, T, D]
             keys, values = self.keys[layer], self.values[layer]

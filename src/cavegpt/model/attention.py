@@ -16,7 +16,8 @@ Every :data:`Attend` takes q, k, v as ``[B, T, H, D]`` and returns ``[B, T, H, D
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -57,21 +58,29 @@ def resolve_attention(name: str, device: torch.device) -> str:
     return name
 
 
-def attention_for(backend: str, tokens: Tensor, window: Tensor, documents: Documents | None = None) -> Attend:
-    """The masked attention over this batch of packed documents at ``window`` (the model asks for one per window
-    its layers use: the schedule's, and half of it for short-window layers).
+def attention_for(backend: str, tokens: Tensor, windows: Sequence[Tensor],
+                  documents: Documents | None = None) -> list[Attend]:
+    """The masked attention over this batch of packed documents at each of ``windows`` (the model asks for the
+    schedule's window and, with short-window layers, half of it); the documents are found once for all.
 
-    With ``documents``, FlashAttention-4 (``window`` then holds the window on the CPU); without,
-    FlexAttention on CUDA unless ``backend`` is ``sdpa``, and SDPA elsewhere.
+    With ``documents``, FlashAttention-4 (a window then lives on the CPU); without, FlexAttention on CUDA
+    unless ``backend`` is ``sdpa``, and SDPA elsewhere.
     """
     if documents is not None:
         from cavegpt.model.fa4 import fa4_attention
-        return lambda q, k, v: fa4_attention(q, k, v, documents, window)
+        return [functools.partial(fa4_attention, documents=documents, window=window) for window in windows]
     docs = document_ids(tokens)
-    if backend != "sdpa" and tokens.is_cuda:
-        block_mask = flex_block_mask(docs, window)
-        return lambda q, k, v: _heads_second(flex_attention, q, k, v, block_mask=block_mask)
-    mask = dense_mask(docs, window.to(tokens.device))
+    masked = _flex if backend != "sdpa" and tokens.is_cuda else _sdpa
+    return [masked(docs, window.to(tokens.device)) for window in windows]
+
+
+def _flex(docs: Tensor, window: Tensor) -> Attend:
+    block_mask = flex_block_mask(docs, window)
+    return lambda q, k, v: _heads_second(flex_attention, q, k, v, block_mask=block_mask)
+
+
+def _sdpa(docs: Tensor, window: Tensor) -> Attend:
+    mask = dense_mask(docs, window)
     return lambda q, k, v: _heads_second(F.scaled_dot_product_attention, q, k, v, attn_mask=mask)
 
 

@@ -333,9 +333,9 @@ class GPT(nn.Module):
         embedded = self.embed(tokens)
         if cache is None:  # one mask for every layer; a second, of half the window, for the short-window layers
             shorts = self.config.short_window_layers
-            long = attention_for(self.config.attention, tokens, window, documents)
-            short = attention_for(self.config.attention, tokens, self.config.short_window(window), documents) \
-                if shorts else long
+            windows = (window, self.config.short_window(window)) if shorts else (window,)
+            masked = attention_for(self.config.attention, tokens, windows, documents)
+            long, short = masked[0], masked[-1]
 
             def attend_at(layer: int) -> Attend:
                 return short if layer in shorts else long

@@ -32,10 +32,11 @@ def _target_terms(offsets, ahead, coefs):
 
 
 @triton.jit
-def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, inv_softcap, VOCAB: tl.constexpr,
+def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, VOCAB: tl.constexpr,
                         HORIZON: tl.constexpr, HORIZON_P2: tl.constexpr, BLOCK: tl.constexpr,
                         WITH_GRAD: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
+    inv_softcap = 1.0 / softcap  # once per row: every logit then multiplies
     row_logits = logits_ptr + row * VOCAB
     cols = tl.arange(0, BLOCK)
 
@@ -82,7 +83,7 @@ def triton_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, soft
     n, vocab = logits.shape
     horizon = ahead.size(1)
     losses = torch.empty(n, horizon, dtype=torch.float32, device=logits.device)
-    _softcapped_ce_rows[(n,)](logits, ahead.contiguous(), coefs.contiguous(), losses, softcap, 1 / softcap,
-                              VOCAB=vocab, HORIZON=horizon, HORIZON_P2=triton.next_power_of_2(horizon), BLOCK=block,
+    _softcapped_ce_rows[(n,)](logits, ahead.contiguous(), coefs.contiguous(), losses, softcap, VOCAB=vocab,
+                              HORIZON=horizon, HORIZON_P2=triton.next_power_of_2(horizon), BLOCK=block,
                               WITH_GRAD=with_grad, num_warps=num_warps, num_stages=NUM_STAGES)
     return losses
