@@ -8,8 +8,8 @@
 #   park:   (one H100, carry .whl/cu13a) parks the first half of the split FA4 wheel; `record` (the layout adopted
 #           after `layers`) at its last stage once more with Flex, the repeat of `layers`' figure.
 #   fa4:    (the same warm H100, carry .whl/fa4) installs FA4; its GPU equality test against Flex; `record` at its
-#           last stage and `h100` with FA4 (session 12); then (added after it) `record` without layer 0's MLP, and
-#           with layer 0 empty, with FA4.
+#           last stage and `h100` with FA4 (session 12); since session 13 `record` as it is (layer 0 empty) and with
+#           layer 0 kept, then `seed` and `h100`, with FA4.
 #   inductor: (one H100) `record` at its last stage, Flex, under inductor settings that change how the elementwise
 #           kernels (21 % of a `record` step with FA4, the profile of session 12) are fused or launched: as it is,
 #           TORCHINDUCTOR_ENABLE_PDL=1, combo_kernels, aggressive_fusion, TORCHINDUCTOR_MULTI_KERNEL=1.
@@ -19,10 +19,11 @@
 #           runs (≈ 39M tokens, under two passes over textmix): GPU 0 as it is, then without layer 0's MLP only (the
 #           records of 2025-09-05); GPU 1 with layer 0 empty, then `record` without layer 0's MLP at its last stage.
 #   head:   (one H100, carry .devdata/prehead, made with `mkdir -p .devdata/prehead && git archive 343d509 src |
-#           tar -x -C .devdata/prehead`) the head's row kernel multiplying by 1 / cap instead of dividing by cap:
-#           its GPU tests, benchmarks/head_loss_gpu.py on the code before and after (with the row kernel's block,
-#           warps and pipeline stages swept after), then `seed` and `record` (last stage) benches
-#           before, after, before, after (Flex; the second pair on warm caches).
+#           tar -x -C .devdata/prehead`, and .whl/cu13a) parks the first half of the FA4 wheel for `fa4`; the head's
+#           row kernel multiplying by 1 / cap instead of dividing by cap: its GPU tests, benchmarks/head_loss_gpu.py
+#           on the code before and after (with the row kernel's block, warps and pipeline stages swept after), then
+#           `record` (last stage, its layer 0 named: the older tree's preset keeps it) before, after, before, after
+#           (Flex; the second pair on warm caches).
 # Usage (device, repo root): bash benchmarks/speed8_gpu.sh layers|park|fa4|inductor|layer0|layer0_long|head
 # (figures under $OUT)
 set -uo pipefail
@@ -50,16 +51,15 @@ ab() {  # name, model options...: GPU 0 `record` at its last stage as it is, the
 }
 case $stage in
 head)
+    park_fa4_half
     python -m pytest -q tests/test_head_loss.py > "$out/head_loss_tests.txt" 2>&1; tail -1 "$out/head_loss_tests.txt"
     PYTHONPATH=.devdata/prehead/src python benchmarks/head_loss_gpu.py --no-sweep > "$out/head_loss_before.txt" 2>&1
     python benchmarks/head_loss_gpu.py > "$out/head_loss_after.txt" 2>&1
     for when in before after; do echo "== head_loss_$when"; sed -n '/^head | path/,$p' "$out/head_loss_$when.txt"; done
+    record=(--preset record "${synthetic[@]}" --at-step 1900 attention=flex no_attention_layers=0,7 no_mlp_layers=0)
     for round in 1 2; do
-        for preset in seed record; do
-            at=(); [ $preset = record ] && at=(--at-step 1900)
-            older prehead "${preset}_before_$round" --preset $preset "${synthetic[@]}" "${at[@]}" attention=flex
-            bench "${preset}_after_$round" --preset $preset "${synthetic[@]}" "${at[@]}" attention=flex
-        done
+        older prehead "record_before_$round" "${record[@]}"
+        bench "record_after_$round" "${record[@]}"
     done
     ;;
 layer0_long)
@@ -95,10 +95,10 @@ fa4)
     install_fa4
     python -m pytest -q tests/test_attention.py -k matches_flex > "$out/fa4_test.txt" 2>&1; tail -2 "$out/fa4_test.txt"
     bench record_fa4 --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
+    bench record_fa4_layer0_kept --preset record "${synthetic[@]}" --at-step 1900 attention=fa4 \
+        no_attention_layers=7 no_mlp_layers=
+    bench seed_fa4 --preset seed "${synthetic[@]}" attention=fa4
     bench h100_fa4 --preset h100 "${synthetic[@]}" attention=fa4
-    bench record_fa4_mlp0 --preset record "${synthetic[@]}" --at-step 1900 attention=fa4 no_mlp_layers=0
-    bench record_fa4_layer0_empty --preset record "${synthetic[@]}" --at-step 1900 attention=fa4 \
-        no_attention_layers=0,7 no_mlp_layers=0
     ;;
 inductor)
     record=(--preset record "${synthetic[@]}" --at-step 1900 attention=flex)

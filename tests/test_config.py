@@ -40,7 +40,7 @@ def test_record_presets_share_every_step_and_differ_from_seed_only_in_record_opt
     changed = {f"{section}.{key}" for section in Config.SECTIONS
                for key, value in vars(getattr(record, section)).items() if getattr(getattr(seed, section), key) != value}
     assert changed == {"model.bigram_vocab", "model.logit_softcap", "model.no_attention_layers",
-                       "model.short_window_layers", "train.num_iterations", "train.batch_ramp",
+                       "model.no_mlp_layers", "model.short_window_layers", "train.num_iterations", "train.batch_ramp",
                        "train.mtp_weights", "optim.stage_lr_multipliers", "optim.cooldown_iters", "optim.lr_floor",
                        "optim.matrix_lr", "optim.ns_coefficients", "optim.normuon_beta2", "optim.muon_weight_decay"}
 

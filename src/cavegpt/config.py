@@ -149,7 +149,9 @@ def record_recipe() -> Config:
     (2025-01-04; the records' later ``30·σ(z/7.5)`` is this plus a constant, so the same softmax); the
     12-layer records' attention layout from 2025-01-16 on: no attention in block 7, half the window in
     every layer but 0, 4 and 11 (measured on one H100: +6.8 % tokens/s at the last stage, and a lower
-    loss after 200 steps on textmix; docs/BENCHMARKS.md, 2026-11-26, session 12).
+    loss after 200 steps on textmix; docs/BENCHMARKS.md, 2026-11-26, session 12); an empty layer 0, no
+    MLP (2025-09-05) and no attention (2025-09-21): +7.1 % tokens/s, and 0.004 above the layout alone
+    after 600 steps on textmix, down from 0.09 after 200 (docs/BENCHMARKS.md, session 13).
 
     Expectation on FineWeb (published, 8×H100, with more changes than these): 2026-01-19 reached
     3.277 after 1600 steps ≈ 0.42B tokens; 2025-11-29, with the same batch ramp, 3.278 after 2160
@@ -159,7 +161,8 @@ def record_recipe() -> Config:
     config = seed_preset()
     config.model.bigram_vocab = 5 * 50304
     config.model.logit_softcap = 15.0
-    config.model.no_attention_layers = (7,)
+    config.model.no_attention_layers = (0, 7)
+    config.model.no_mlp_layers = (0,)
     config.model.short_window_layers = (1, 2, 3, 5, 6, 8, 9, 10)
     config.train.num_iterations = 1920
     config.train.batch_ramp = (4, 8, 12)
