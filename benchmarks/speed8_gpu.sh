@@ -24,7 +24,12 @@
 #           on the code before and after (with the row kernel's block, warps and pipeline stages swept after), then
 #           `record` (last stage, its layer 0 named: the older tree's preset keeps it) before, after, before, after
 #           (Flex; the second pair on warm caches).
-# Usage (device, repo root): bash benchmarks/speed8_gpu.sh layers|park|fa4|inductor|layer0|layer0_long|head
+#   kernel: (one H100, carry .devdata/prekernel made with `git archive 551e16d src`) the head's row kernel rewritten
+#           to issue fewer instructions per logit (session 13): its GPU tests, then benchmarks/head_rows_gpu.py (the
+#           kernel alone over block, warps and stages) on the code before and after.
+#   fa4_kernel: (one warm H100 after `park`, carry .whl/fa4 and .devdata/prekernel) `record` at its last stage and
+#           `seed` with FA4, before and after the kernel's rewrite.
+# Usage (device, repo root): bash benchmarks/speed8_gpu.sh layers|park|fa4|inductor|layer0|layer0_long|head|kernel|fa4_kernel
 # (figures under $OUT)
 set -uo pipefail
 stage=$1
@@ -60,6 +65,20 @@ head)
     for round in 1 2; do
         older prehead "record_before_$round" "${record[@]}"
         bench "record_after_$round" "${record[@]}"
+    done
+    ;;
+kernel)
+    python -m pytest -q tests/test_head_loss.py > "$out/head_loss_tests.txt" 2>&1; tail -1 "$out/head_loss_tests.txt"
+    PYTHONPATH=.devdata/prekernel/src python benchmarks/head_rows_gpu.py > "$out/head_rows_before.txt" 2>&1
+    python benchmarks/head_rows_gpu.py > "$out/head_rows_after.txt" 2>&1
+    for when in before after; do echo "== head_rows_$when"; grep -E "^read|kept|block (1024|2048), (4|8|16) warps, 3" "$out/head_rows_$when.txt"; done
+    ;;
+fa4_kernel)
+    install_fa4
+    for preset in record seed; do
+        at=(); [ $preset = record ] && at=(--at-step 1900)
+        older prekernel "${preset}_fa4_before" --preset $preset "${synthetic[@]}" "${at[@]}" attention=fa4
+        bench "${preset}_fa4_after" --preset $preset "${synthetic[@]}" "${at[@]}" attention=fa4
     done
     ;;
 layer0_long)

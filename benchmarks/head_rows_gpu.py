@@ -1,0 +1,60 @@
+"""The head's row kernel alone, on one chunk of 8,192 rows of bf16 logits, over block, warps and pipeline stages.
+
+Usage (device, repo root): PYTHONPATH=src python benchmarks/head_rows_gpu.py
+
+Session 12's profile put the kernel at ≈ 1.6 TB/s. Its traffic per row is two reads and one write of the row
+(100 KB): when the rows in flight on the whole GPU outgrow the 50 MB L2, the second read comes from HBM.
+Fewer, wider programs (more warps) keep fewer rows in flight. Beside the kernel, the bandwidth the GPU
+reaches on the same tensor: a read (a row sum) and a read + write (an in-place scale). Median of CUDA-event
+timings (triton.testing.do_bench); GB/s counts 3 × the tensor's bytes for the kernel. Prints a table last.
+"""
+
+from __future__ import annotations
+
+import torch
+from triton.testing import do_bench
+
+from cavegpt.model import head_loss_triton
+
+ROWS, V, HORIZON, CAP = 8192, 50304, 3, 15.0
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(ROWS, V, device="cuda")).to(torch.bfloat16)
+    ahead = torch.randint(0, V, (ROWS, HORIZON), device="cuda")
+    coefs = torch.tensor([1.0, 0.5, 0.25], device="cuda")
+    gigabytes = logits.numel() * logits.element_size() / 1e9
+    rows = []
+    for name, fn, passes in (("read (row sums)", lambda: logits.sum(dim=1), 1),
+                             ("read + write (in-place scale)", lambda: logits.mul_(1.0), 2)):
+        ms = do_bench(fn, warmup=25, rep=200, return_mode="median")
+        rows.append((name, ms, 1000 * passes * gigabytes / ms))
+    kept = head_loss_triton.BLOCK_SIZE, head_loss_triton.NUM_WARPS, head_loss_triton.NUM_STAGES
+    for block in (1024, 2048, 4096, 8192, 16384):
+        for warps in (4, 8, 16, 32):
+            for stages in (1, 3):
+                if block // (32 * warps) < 1:
+                    continue
+                head_loss_triton.NUM_STAGES = stages
+                source = logits.clone()
+
+                def run() -> None:
+                    head_loss_triton.triton_rows_loss_and_grad(source, ahead, coefs, CAP, True, block, warps)
+                try:
+                    ms = do_bench(run, warmup=25, rep=200, return_mode="median")
+                except Exception as error:  # a config Triton cannot build (registers, shared memory)
+                    rows.append((f"kernel, block {block}, {warps} warps, {stages} stages: {type(error).__name__}",
+                                 float("nan"), float("nan")))
+                    continue
+                mark = " (kept)" if (block, warps, stages) == kept else ""
+                rows.append((f"kernel, block {block}, {warps} warps, {stages} stages{mark}", ms, 3000 * gigabytes / ms))
+    head_loss_triton.BLOCK_SIZE, head_loss_triton.NUM_WARPS, head_loss_triton.NUM_STAGES = kept
+    print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | {ROWS} × {V} bf16 logits, horizon {HORIZON}")
+    print("what | ms | GB/s")
+    for name, ms, rate in rows:
+        print(f"{name} | {ms:.3f} | {rate:,.0f}")
+
+
+if __name__ == "__main__":
+    main()
