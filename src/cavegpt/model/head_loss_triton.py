@@ -19,8 +19,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-# (block, warps): picked by benchmarks/head_loss_gpu.py on an H100 (docs/BENCHMARKS.md); stages: Triton's default
-BLOCK_SIZE, NUM_WARPS, NUM_STAGES = 2048, 8, 3
+# (block, warps): picked by benchmarks/head_rows_gpu.py on an H100 (session 13) (docs/BENCHMARKS.md); stages: Triton's default
+BLOCK_SIZE, NUM_WARPS, NUM_STAGES = 1024, 16, 3
 LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x · log2 e), and exp2 is one GPU instruction
 
 
@@ -78,19 +78,18 @@ def _write_grads(row_logits, start, cols, scale, span, shift, total4, ahead, coe
 @triton.jit
 def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, VOCAB: tl.constexpr,
                         HORIZON: tl.constexpr, HORIZON_P2: tl.constexpr, BLOCK: tl.constexpr,
-                        WITH_GRAD: tl.constexpr):
+                        WHOLE: tl.constexpr, WITH_GRAD: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     scale = -2.0 * LOG2E / softcap  # the row's constants, once: every logit then needs only multiply-adds
     span = 2.0 * LOG2E * softcap
     row_logits = logits_ptr + row * VOCAB
     cols = tl.arange(0, BLOCK)
-    whole = VOCAB // BLOCK * BLOCK  # the blocks before it need no mask
 
     terms = tl.zeros([BLOCK], dtype=tl.float32)
-    for start in range(0, whole, BLOCK):
+    for start in range(0, WHOLE, BLOCK):
         terms += _exp_terms(row_logits, start + cols, scale, span, VOCAB, False)
-    if whole < VOCAB:
-        terms += _exp_terms(row_logits, whole + cols, scale, span, VOCAB, True)
+    if WHOLE < VOCAB:
+        terms += _exp_terms(row_logits, WHOLE + cols, scale, span, VOCAB, True)
     lse = softcap + tl.log(tl.sum(terms, axis=0))
 
     ks = tl.arange(0, HORIZON_P2)
@@ -106,10 +105,10 @@ def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, V
         total4 = tl.sum(coefs4, axis=0)
         shift = (softcap + lse) * LOG2E
         tl.debug_barrier()  # every thread has read the targets' logits before any is overwritten
-        for start in range(0, whole, BLOCK):
+        for start in range(0, WHOLE, BLOCK):
             _write_grads(row_logits, start, cols, scale, span, shift, total4, ahead, coefs4, VOCAB, BLOCK, False)
-        if whole < VOCAB:
-            _write_grads(row_logits, whole, cols, scale, span, shift, total4, ahead, coefs4, VOCAB, BLOCK, True)
+        if WHOLE < VOCAB:
+            _write_grads(row_logits, WHOLE, cols, scale, span, shift, total4, ahead, coefs4, VOCAB, BLOCK, True)
 
 
 def triton_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: float, with_grad: bool,
@@ -124,5 +123,6 @@ def triton_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, soft
     losses = torch.empty(n, horizon, dtype=torch.float32, device=logits.device)
     _softcapped_ce_rows[(n,)](logits, ahead.contiguous(), coefs.contiguous(), losses, softcap, VOCAB=vocab,
                               HORIZON=horizon, HORIZON_P2=triton.next_power_of_2(horizon), BLOCK=block,
+                              WHOLE=vocab // block * block,  # the columns of whole blocks, which need no mask
                               WITH_GRAD=with_grad, num_warps=num_warps, num_stages=NUM_STAGES)
     return losses
