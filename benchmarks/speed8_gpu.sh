@@ -29,7 +29,12 @@
 #           kernel alone over block, warps and stages) on the code before and after.
 #   fa4_kernel: (one warm H100 after `park`, carry .whl/fa4 and .devdata/prekernel) `record` at its last stage and
 #           `seed` with FA4, before and after the kernel's rewrite.
-# Usage (device, repo root): bash benchmarks/speed8_gpu.sh layers|park|fa4|inductor|layer0|layer0_long|head|kernel|fa4_kernel
+#   addmm:  (one H100, carry .devdata/preaddmm made with `git archive 4d7afae src`, and .whl/cu13a) parks the first
+#           half of the FA4 wheel; the head's weight gradient accumulated by the matmul itself in float32 instead of
+#           a bf16 product added per chunk: the head's GPU tests, benchmarks/head_loss_gpu.py before and after.
+#   bars:   (the same warm H100, carry .whl/fa4 and .devdata/prekernel) issue 16's bars with FA4: `record` at its
+#           last stage on 551e16d (this session's layer 0, before the kernel work) and on this tree; `seed`.
+# Usage (device, repo root): bash benchmarks/speed8_gpu.sh layers|park|fa4|inductor|layer0|layer0_long|head|kernel|fa4_kernel|addmm|bars
 # (figures under $OUT)
 set -uo pipefail
 stage=$1
@@ -72,6 +77,19 @@ kernel)
     PYTHONPATH=.devdata/prekernel/src python benchmarks/head_rows_gpu.py > "$out/head_rows_before.txt" 2>&1
     python benchmarks/head_rows_gpu.py > "$out/head_rows_after.txt" 2>&1
     for when in before after; do echo "== head_rows_$when"; grep -E "^read|kept|block (1024|2048), (4|8|16) warps, 3" "$out/head_rows_$when.txt"; done
+    ;;
+addmm)
+    park_fa4_half
+    python -m pytest -q tests/test_head_loss.py > "$out/head_loss_tests.txt" 2>&1; tail -1 "$out/head_loss_tests.txt"
+    PYTHONPATH=.devdata/preaddmm/src python benchmarks/head_loss_gpu.py --no-sweep > "$out/head_loss_before.txt" 2>&1
+    python benchmarks/head_loss_gpu.py --no-sweep > "$out/head_loss_after.txt" 2>&1
+    for when in before after; do echo "== head_loss_$when"; sed -n '/^head | path/,$p' "$out/head_loss_$when.txt"; done
+    ;;
+bars)
+    install_fa4
+    older prekernel record_fa4_551e16d --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
+    bench record_fa4 --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
+    bench seed_fa4 --preset seed "${synthetic[@]}" attention=fa4
     ;;
 fa4_kernel)
     install_fa4

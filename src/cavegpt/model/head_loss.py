@@ -69,15 +69,27 @@ def _softcapped_cross_entropy(x: Tensor, weight: Tensor, ahead: Tensor, coefs: T
     w = weight.to(x.dtype)
     losses = x.new_empty(ahead.shape, dtype=torch.float32)
     grad_x = torch.empty_like(x) if with_grad else x.new_empty(0)
-    grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=x.device) if with_grad else weight.new_empty(0)
+    grad_w = torch.empty(weight.shape, dtype=torch.float32, device=x.device) if with_grad else weight.new_empty(0)
     for start in range(0, x.size(0), chunk_tokens):
         rows = slice(start, start + chunk_tokens)
         logits = x[rows] @ w.T
         losses[rows] = rows_loss_and_grad(logits, ahead[rows], coefs, softcap, with_grad)
         if with_grad:
             torch.mm(logits, w, out=grad_x[rows])
-            grad_w += logits.T @ x[rows]  # the matmul dtype's rounding, as autocast's own backward has
+            _accumulate_product(grad_w, logits.T, x[rows], first=start == 0)
     return losses, grad_x, grad_w
+
+
+def _accumulate_product(total: Tensor, a: Tensor, b: Tensor, first: bool) -> None:
+    """``total (float32) = a · b`` if ``first`` else ``total + a · b``. On CUDA the matmul adds into ``total``
+    itself, in float32: a bf16 product added afterwards cost a [V, d] elementwise pass per chunk, ≈ 1 % of a
+    ``record`` step (docs/BENCHMARKS.md, session 13); ``beta=0`` leaves the empty tensor's contents unread."""
+    if total.is_cuda:
+        torch.addmm(total, a, b, beta=0.0 if first else 1.0, out_dtype=torch.float32, out=total)
+    elif first:
+        total.copy_(a @ b)
+    else:
+        total += a @ b
 
 
 @_softcapped_cross_entropy.register_fake
