@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue 16, after session 13 (`record` at 525,505 tokens/s with FA4: the row kernel rewritten, the head's weight
+# gradient summed inside the matmul, layer 0 empty in the record recipe):
+#   learn:   (2 GPUs, carry .devdata/textmix and .devdata/session13start, made with `mkdir -p
+#            .devdata/session13start && git archive a939185 src | tar -x -C .devdata/session13start`) the issue's
+#            learning check: 300 `seed` steps on textmix, the command of the earlier 300-step checks (recorded
+#            spread 2.1498-2.1554), at the same time on the code before session 13 (GPU 1) and on this tree (GPU 0);
+#            then the capped presets' peaks with the new code: `presets_gpu.sh record-24gb record-16gb 4090`.
+#   profile: (one warm H100 after `speed8_gpu.sh park`, carry .whl/fa4) where a `seed` step goes with FA4 now, for
+#            its 500k bar: benchmarks/profile_step_gpu.py seed attention=fa4.
+# Usage (device, repo root): bash benchmarks/speed9_gpu.sh learn|profile   (figures under $OUT)
+set -uo pipefail
+stage=$1
+source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed9
+seed300() {  # log name: the 300-step seed run on textmix, its validations printed
+    python -m cavegpt train --preset seed "${textmix_globs[@]}" val_tokens=2097152 grad_accum=2 num_iterations=300 \
+        cooldown_iters=110 val_every=25 log_every=25 save_checkpoint=false log_dir=/tmp/cavegpt-speed9-runs \
+        run_id="$1" > "$out/$1.txt" 2>&1
+    echo "== $1"; grep -E "^step:[0-9]+/300 val_loss" "$out/$1.txt" | tr '\n' ' ' | sed -E 's/ train_time:[^ ]+ step_avg:[^ ]+//g'
+    echo
+}
+case $stage in
+learn)
+    (export CUDA_VISIBLE_DEVICES=1 PYTHONPATH=.devdata/session13start/src; seed300 seed300_a939185) > "$out/gpu1.txt" 2>&1 &
+    CUDA_VISIBLE_DEVICES=0 seed300 seed300_new
+    wait
+    cat "$out/gpu1.txt"
+    CALL_SECONDS=$((570 - SECONDS)) bash benchmarks/presets_gpu.sh record-24gb record-16gb 4090 | tail -5
+    ;;
+profile)
+    install_fa4
+    python benchmarks/profile_step_gpu.py seed attention=fa4 > "$out/profile_seed_fa4.txt" 2>&1
+    tail -45 "$out/profile_seed_fa4.txt"
+    ;;
+esac
