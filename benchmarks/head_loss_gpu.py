@@ -1,23 +1,19 @@
 """The fused LM head + soft cap + loss against the plain compiled path, at a seed micro-batch's shape, on the GPU.
 
-Usage (device, repo root): PYTHONPATH=src python benchmarks/head_loss_gpu.py [--no-sweep]
-(--no-sweep: only the paths, not the row kernel's settings; for an older src/ whose kernel has fewer of them)
+Usage (device, repo root): PYTHONPATH=src python benchmarks/head_loss_gpu.py
+(the row kernel's own settings are swept by benchmarks/head_rows_gpu.py)
 
 For the seed (horizon 1, cap 30) and the record (horizons 3, cap 15): forward + backward time
 (median of CUDA-event timings, triton.testing.do_bench), peak memory above the inputs, and the
-agreement of the loss and both gradients with the plain path, over chunk sizes; then over the row kernel's
-block sizes, warps and pipeline stages. Prints a table last.
+agreement of the loss and both gradients with the plain path, over chunk sizes. Prints a table last.
 """
 
 from __future__ import annotations
-
-import sys
 
 import torch
 import torch.nn.functional as F
 from triton.testing import do_bench
 
-from cavegpt.model import head_loss_triton
 from cavegpt.model.gpt import ahead_losses
 from cavegpt.model.head_loss import fused_head_losses
 
@@ -56,20 +52,6 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.float() - b.float()).norm() / b.float().norm()).item()
 
 
-def sweep(x, weight, targets) -> list[tuple]:
-    """The seed head at chunk 8,192 over the row kernel's block size, warps and pipeline stages."""
-    rows = []
-    kept = head_loss_triton.BLOCK_SIZE, head_loss_triton.NUM_WARPS, head_loss_triton.NUM_STAGES
-    for block, warps, stages in ((2048, 8, 3), (1024, 4, 3), (2048, 4, 3), (2048, 16, 3), (4096, 16, 3),
-                                 (2048, 8, 1), (2048, 8, 2), (2048, 8, 4)):
-        head_loss_triton.BLOCK_SIZE, head_loss_triton.NUM_WARPS, head_loss_triton.NUM_STAGES = block, warps, stages
-        ms, peak = measure(lambda: fused(x, weight, targets, torch.ones(1, device="cuda"), 30.0, 8192), x, weight)
-        rows.append(("seed", f"fused, chunk 8192, block {block}, {warps} warps, {stages} stages", ms, peak, ""))
-        print(rows[-1], flush=True)
-    head_loss_triton.BLOCK_SIZE, head_loss_triton.NUM_WARPS, head_loss_triton.NUM_STAGES = kept
-    return rows
-
-
 def main() -> None:
     print(f"device: {torch.cuda.get_device_name(0)} | torch {torch.__version__}", flush=True)
     torch.manual_seed(0)
@@ -95,8 +77,6 @@ def main() -> None:
                       f"grad W {relative_error(weight.grad, ref[2]):.1e}")
             rows.append((name, f"fused, chunk {chunk}", ms, peak, errors))
             print(rows[-1], flush=True)
-    if "--no-sweep" not in sys.argv:
-        rows += sweep(x, weight, targets)
     print("\nhead | path | fwd+bwd ms | peak GiB | relative error vs plain")
     for row in rows:
         print(f"{row[0]} | {row[1]} | {row[2]:.2f} | {row[3]:.2f} | {row[4]}")

@@ -21,7 +21,8 @@
 #   head:   (one H100, carry .devdata/prehead, made with `mkdir -p .devdata/prehead && git archive 343d509 src |
 #           tar -x -C .devdata/prehead`, and .whl/cu13a) parks the first half of the FA4 wheel for `fa4`; the head's
 #           row kernel multiplying by 1 / cap instead of dividing by cap: its GPU tests, benchmarks/head_loss_gpu.py
-#           on the code before and after (with the row kernel's block, warps and pipeline stages swept after), then
+#           on the code before and after (it also swept the row kernel's settings then; since session 13
+#           head_rows_gpu.py does), then
 #           `record` (last stage, its layer 0 named: the older tree's preset keeps it) before, after, before, after
 #           (Flex; the second pair on warm caches).
 #   kernel: (one H100, carry .devdata/prekernel made with `git archive 551e16d src`) the head's row kernel rewritten
@@ -63,7 +64,7 @@ case $stage in
 head)
     park_fa4_half
     python -m pytest -q tests/test_head_loss.py > "$out/head_loss_tests.txt" 2>&1; tail -1 "$out/head_loss_tests.txt"
-    PYTHONPATH=.devdata/prehead/src python benchmarks/head_loss_gpu.py --no-sweep > "$out/head_loss_before.txt" 2>&1
+    PYTHONPATH=.devdata/prehead/src python benchmarks/head_loss_gpu.py > "$out/head_loss_before.txt" 2>&1
     python benchmarks/head_loss_gpu.py > "$out/head_loss_after.txt" 2>&1
     for when in before after; do echo "== head_loss_$when"; sed -n '/^head | path/,$p' "$out/head_loss_$when.txt"; done
     record=(--preset record "${synthetic[@]}" --at-step 1900 attention=flex no_attention_layers=0,7 no_mlp_layers=0)
@@ -81,8 +82,8 @@ kernel)
 addmm)
     park_fa4_half
     python -m pytest -q tests/test_head_loss.py > "$out/head_loss_tests.txt" 2>&1; tail -1 "$out/head_loss_tests.txt"
-    PYTHONPATH=.devdata/preaddmm/src python benchmarks/head_loss_gpu.py --no-sweep > "$out/head_loss_before.txt" 2>&1
-    python benchmarks/head_loss_gpu.py --no-sweep > "$out/head_loss_after.txt" 2>&1
+    PYTHONPATH=.devdata/preaddmm/src python benchmarks/head_loss_gpu.py > "$out/head_loss_before.txt" 2>&1
+    python benchmarks/head_loss_gpu.py > "$out/head_loss_after.txt" 2>&1
     for when in before after; do echo "== head_loss_$when"; sed -n '/^head | path/,$p' "$out/head_loss_$when.txt"; done
     ;;
 bars)

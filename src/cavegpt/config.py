@@ -178,10 +178,11 @@ def record_recipe() -> Config:
 
 
 def record_preset() -> Config:
-    """The record recipe for 80 GB cards, in micro-batches of 131,072 tokens (1 → 2 → 3): peak 53.6 GiB.
+    """The record recipe for 80 GB cards, in micro-batches of 131,072 tokens (1 → 2 → 3): peak 49.7 GiB (Flex).
 
     At its last stage on one H100 with Flex, 5.1 % more tokens/s than in the recipe's 12 × 32,768 (434,007 vs
-    412,923, one machine, before the attention layout; docs/BENCHMARKS.md, 2026-11-26, session 11).
+    412,923, one machine, before the attention layout; docs/BENCHMARKS.md, 2026-11-26, session 11). The peak is
+    session 13's, with layer 0 empty; the 24 and 16 GB presets' are session 12's, with layer 0 whole.
     """
     return in_micro_batches(record_recipe(), 131072)
 
