@@ -60,13 +60,18 @@ ab() {  # name, model options...: GPU 0 `record` at its last stage as it is, the
     wait
     cat "$out/learn.txt"
 }
+head_ab() {  # older folder under .devdata, benchmark script, log name, grep -E pattern of the lines to print: the
+    local folder=$1 script=$2 name=$3 lines=$4  # head's GPU tests, then the script on that older src/ and on this tree
+    python -m pytest -q tests/test_head_loss.py > "$out/head_loss_tests.txt" 2>&1; tail -1 "$out/head_loss_tests.txt"
+    PYTHONPATH=".devdata/$folder/src" python "benchmarks/$script" > "$out/${name}_before.txt" 2>&1
+    python "benchmarks/$script" > "$out/${name}_after.txt" 2>&1
+    for when in before after; do echo "== ${name}_$when"; grep -E "$lines" "$out/${name}_$when.txt"; done
+}
+head_table='^(head|seed|record) \|'  # head_loss_gpu.py's table
 case $stage in
 head)
     park_fa4_half
-    python -m pytest -q tests/test_head_loss.py > "$out/head_loss_tests.txt" 2>&1; tail -1 "$out/head_loss_tests.txt"
-    PYTHONPATH=.devdata/prehead/src python benchmarks/head_loss_gpu.py > "$out/head_loss_before.txt" 2>&1
-    python benchmarks/head_loss_gpu.py > "$out/head_loss_after.txt" 2>&1
-    for when in before after; do echo "== head_loss_$when"; sed -n '/^head | path/,$p' "$out/head_loss_$when.txt"; done
+    head_ab prehead head_loss_gpu.py head_loss "$head_table"
     record=(--preset record "${synthetic[@]}" --at-step 1900 attention=flex no_attention_layers=0,7 no_mlp_layers=0)
     for round in 1 2; do
         older prehead "record_before_$round" "${record[@]}"
@@ -74,17 +79,11 @@ head)
     done
     ;;
 kernel)
-    python -m pytest -q tests/test_head_loss.py > "$out/head_loss_tests.txt" 2>&1; tail -1 "$out/head_loss_tests.txt"
-    PYTHONPATH=.devdata/prekernel/src python benchmarks/head_rows_gpu.py > "$out/head_rows_before.txt" 2>&1
-    python benchmarks/head_rows_gpu.py > "$out/head_rows_after.txt" 2>&1
-    for when in before after; do echo "== head_rows_$when"; grep -E "^read|kept|block (1024|2048), (4|8|16) warps, 3" "$out/head_rows_$when.txt"; done
+    head_ab prekernel head_rows_gpu.py head_rows "^read|kept|block (1024|2048), (4|8|16) warps, 3"
     ;;
 addmm)
     park_fa4_half
-    python -m pytest -q tests/test_head_loss.py > "$out/head_loss_tests.txt" 2>&1; tail -1 "$out/head_loss_tests.txt"
-    PYTHONPATH=.devdata/preaddmm/src python benchmarks/head_loss_gpu.py > "$out/head_loss_before.txt" 2>&1
-    python benchmarks/head_loss_gpu.py > "$out/head_loss_after.txt" 2>&1
-    for when in before after; do echo "== head_loss_$when"; sed -n '/^head | path/,$p' "$out/head_loss_$when.txt"; done
+    head_ab preaddmm head_loss_gpu.py head_loss "$head_table"
     ;;
 bars)
     install_fa4
