@@ -4,8 +4,9 @@ Usage (device, repo root): PYTHONPATH=src python benchmarks/mlp_gpu.py
 
 Forward + backward of one layer's MLP on [32,768 tokens × 768] under bf16 autocast (median of CUDA-event
 timings, triton.testing.do_bench): the plain path compiled as the model compiles it, the fused path
-(autotuned tile), and cuBLAS alone on the two matmuls the kernels replace. Then each tile of
-``relu_square_triton.CONFIGS`` forced, forward and backward kernel alone. Prints a table last.
+(autotuned tile), and cuBLAS alone on the two matmuls the kernels replace; the backward kernel also as it ran
+before ``W_proj`` was read where it lies (a transposed copy made first, then read by rows of K). Then each tile
+of ``relu_square_triton.CONFIGS`` forced, forward and backward kernel alone. Prints a table last.
 """
 
 from __future__ import annotations
@@ -41,19 +42,21 @@ def main() -> None:
         step()
         rows.append((name, do_bench(step, warmup=25, rep=200, return_mode="median")))
     xb, fc, proj = x.detach().bfloat16(), w_fc.detach().bfloat16(), w_proj.detach().bfloat16()
-    post = relu_square_triton.relu_square_matmul(xb, fc)
-    proj_t = proj.T.contiguous()
-    relu_square_triton.relu_square_matmul(grad_y, proj_t, post)
-    print("autotuned tiles: forward", relu_square_triton.chosen_config(xb, fc), "| backward",
-          relu_square_triton.chosen_config(grad_y, proj_t, backward=True), flush=True)
+    post = relu_square_triton.relu_square_matmul(xb, fc.T)
+    relu_square_triton.relu_square_matmul(grad_y, proj, post)
+    print("autotuned tiles: forward", relu_square_triton.chosen_config(xb, fc.T), "| backward",
+          relu_square_triton.chosen_config(grad_y, proj, backward=True), flush=True)
     rows.append(("cuBLAS x·W_fcᵀ alone", do_bench(lambda: xb @ fc.T, warmup=25, rep=200, return_mode="median")))
-    rows.append(("fused forward kernel", do_bench(lambda: relu_square_triton.relu_square_matmul(xb, fc),
+    rows.append(("fused forward kernel", do_bench(lambda: relu_square_triton.relu_square_matmul(xb, fc.T),
                                                   warmup=25, rep=200, return_mode="median")))
     rows.append(("cuBLAS ∂y·W_proj alone", do_bench(lambda: grad_y @ proj, warmup=25, rep=200, return_mode="median")))
-    rows.append(("fused backward kernel", do_bench(lambda: relu_square_triton.relu_square_matmul(grad_y, proj_t, post),
+    rows.append(("fused backward kernel", do_bench(lambda: relu_square_triton.relu_square_matmul(grad_y, proj, post),
                                                    warmup=25, rep=200, return_mode="median")))
+    rows.append(("fused backward kernel, W_proj transposed into a copy first", do_bench(
+        lambda: relu_square_triton.relu_square_matmul(grad_y, proj.T.contiguous().T, post),
+        warmup=25, rep=200, return_mode="median")))
     for config in relu_square_triton.CONFIGS:
-        for direction, args in (("fwd", (xb, fc)), ("bwd", (grad_y, proj_t, post))):
+        for direction, args in (("fwd", (xb, fc.T)), ("bwd", (grad_y, proj, post))):
             try:
                 ms = do_bench(lambda: relu_square_triton.relu_square_matmul(*args, config=config),
                               warmup=10, rep=100, return_mode="median")

@@ -1,5 +1,6 @@
 """Where one optimizer step of a preset spends GPU time now: torch.profiler over 2 steps, kernels grouped by kind,
 then the GPU's idle gaps between kernels (the host not keeping up), largest first, with the kernels around them.
+Every kernel is listed (longest first), so the output's tail is the gaps and its head the summary.
 
 Usage (device, repo root): PYTHONPATH=src python benchmarks/profile_step_gpu.py PRESET [key=value ...]
 (synthetic shards with FineWeb-like documents are written to a temp folder)
@@ -42,9 +43,9 @@ def main() -> None:
     print(f"{sys.argv[1]}: GPU time per step {total / 2 / 1000:.1f} ms, {trainer.micro_batches_at(at)} micro-batches")
     for group, us in sorted(groups.items(), key=lambda kv: -kv[1]):
         print(f"  {group:<32} {us / 2 / 1000:8.1f} ms  {us / total:6.1%}")
-    print("top kernels:")
-    for e in sorted(kernels, key=lambda e: -e.device_time_total)[:25]:
-        print(f"  {e.device_time_total / 2 / 1000:8.2f} ms  {e.count // 2:5d}×  {e.key[:110]}")
+    print("kernels, per step:")
+    for e in sorted(kernels, key=lambda e: -e.device_time_total):
+        print(f"  {e.device_time_total / 2 / 1000:8.2f} ms  {e.count // 2:5d}×  {e.key[:160]}")
     print_gaps(prof)
 
 

@@ -100,12 +100,15 @@ import torch, triton
 from cavegpt.model.relu_square_triton import relu_square_matmul
 generator = torch.Generator().manual_seed(2)
 a, b = torch.randn(100, 48, generator=generator), torch.randn(72, 48, generator=generator)  # ragged tiles
-config = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16}, num_stages=2, num_warps=4)
-post = relu_square_matmul(a, b, config=config)
-torch.testing.assert_close(post, torch.relu(a @ b.T).square(), rtol=1e-5, atol=1e-3)
-grad_y, w_proj_t = torch.randn(100, 24, generator=generator), torch.randn(72, 24, generator=generator)
-grad_h = relu_square_matmul(grad_y, w_proj_t, post, config=config)
-torch.testing.assert_close(grad_h, (grad_y @ w_proj_t.T) * 2 * post.sqrt(), rtol=1e-5, atol=1e-3)
+grad_y, w_proj = torch.randn(100, 24, generator=generator), torch.randn(24, 72, generator=generator)
+for subtile in (1, 2):  # the epilogue whole, and in two halves
+    config = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16, "SUBTILE": subtile}, num_stages=2,
+                           num_warps=4)
+    post = relu_square_matmul(a, b.T, config=config)  # b [N, K] read by rows of K
+    torch.testing.assert_close(post, torch.relu(a @ b.T).square(), rtol=1e-5, atol=1e-3)
+    for weight in (w_proj, w_proj.T.contiguous().T):  # [K, N] read by rows of N, and by rows of K
+        grad_h = relu_square_matmul(grad_y, weight, post, config=config)
+        torch.testing.assert_close(grad_h, (grad_y @ w_proj) * 2 * post.sqrt(), rtol=1e-5, atol=1e-3)
 assert (post == 0).any() and (grad_h == 0).any() and (grad_h != 0).any()
 print("interpreted kernel matches")
 """

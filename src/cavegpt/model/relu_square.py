@@ -40,7 +40,7 @@ def _relu_square_up(x: Tensor, w_fc: Tensor) -> Tensor:
     """``relu(x · W_fcᵀ)²`` for ``x`` [M, d], ``W_fc`` [4d, d]."""
     if _triton_applies(x):
         from cavegpt.model.relu_square_triton import relu_square_matmul
-        return relu_square_matmul(x, w_fc)
+        return relu_square_matmul(x, w_fc.T)
     return torch.relu(x @ w_fc.T).square()
 
 
@@ -54,7 +54,7 @@ def _relu_square_up_backward(grad_y: Tensor, w_proj: Tensor, post: Tensor) -> Te
     """``∂h = (∂y · W_proj) · 2·sqrt(post)`` for ``∂y`` [M, d], ``W_proj`` [d, 4d], ``post`` [M, 4d]."""
     if _triton_applies(grad_y):
         from cavegpt.model.relu_square_triton import relu_square_matmul
-        return relu_square_matmul(grad_y, w_proj.T.contiguous(), post)
+        return relu_square_matmul(grad_y, w_proj, post)
     return (grad_y @ w_proj) * (2 * post.sqrt())
 
 

@@ -5,9 +5,12 @@ One persistent kernel, one program per SM walking the output tiles in groups of 
 that neighbouring programs share tiles of B in L2. The operands come in through TMA tensor
 descriptors (Hopper's bulk copy engine), so this path is for sm_90 and newer.
 
-* forward: ``out = relu(a · bᵀ)²`` with ``a = x``, ``b = W_fc``;
-* backward: ``out = (a · bᵀ) · 2·sqrt(post)`` with ``a = ∂y``, ``b = W_projᵀ`` and ``post`` the
+* forward: ``out = relu(a · b)²`` with ``a = x``, ``b = W_fcᵀ``;
+* backward: ``out = (a · b) · 2·sqrt(post)`` with ``a = ∂y``, ``b = W_proj`` and ``post`` the
   forward's output, because d relu(h)²/dh = 2·relu(h) = 2·sqrt(relu(h)²).
+
+Each weight is read as it lies in memory (``W_fc`` by rows of K, ``W_proj`` by rows of N), so neither
+is transposed into a copy first.
 """
 
 from __future__ import annotations
@@ -25,15 +28,22 @@ def _descriptor_blocks(nargs: dict) -> None:
     """A descriptor's block shape is part of it: set the chosen tile's before each launch."""
     bm, bn, bk = nargs["BLOCK_M"], nargs["BLOCK_N"], nargs["BLOCK_K"]
     nargs["a_desc"].block_shape = [bm, bk]
-    nargs["b_desc"].block_shape = [bn, bk]
-    nargs["out_desc"].block_shape = [bm, bn]
-    nargs["post_desc"].block_shape = [bm, bn]
+    nargs["b_desc"].block_shape = [bk, bn] if nargs["B_KN"] else [bn, bk]
+    nargs["out_desc"].block_shape = [bm, bn // nargs["SUBTILE"]]
+    nargs["post_desc"].block_shape = [bm, bn // nargs["SUBTILE"]]
 
 
-# tile shapes and pipelines tried on the first call of each shape; the fastest is kept for the process
-CONFIGS = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64}, num_stages=stages, num_warps=warps,
-                         pre_hook=_descriptor_blocks)
-           for bm, bn, stages, warps in ((128, 256, 3, 8), (128, 128, 4, 8), (128, 128, 3, 4), (64, 256, 4, 4))]
+def _config(bm: int, bn: int, stages: int, warps: int, subtile: int = 1) -> triton.Config:
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64, "SUBTILE": subtile}, num_stages=stages,
+                         num_warps=warps, pre_hook=_descriptor_blocks)
+
+
+# tile shapes, pipelines and epilogue splits tried on the first call of each shape; the fastest is kept for the
+# process. An epilogue in two halves holds half the tile of ``post`` and of the output at a time: the shared
+# memory that lets the backward take the 128×256 tile.
+# On an H100 (docs/BENCHMARKS.md, session 14) the forward took 128×256 whole, the backward 128×256 in halves;
+# 128×128 with 4 warps is for cards of less shared memory.
+CONFIGS = [_config(128, 256, 3, 8), _config(128, 128, 4, 8), _config(128, 128, 3, 4), _config(128, 256, 3, 8, subtile=2)]
 
 
 @triton.jit
@@ -46,42 +56,59 @@ def _tile_origin(tile, tiles_m, tiles_n, BLOCK_M: tl.constexpr, BLOCK_N: tl.cons
     return m * BLOCK_M, n * BLOCK_N
 
 
-@triton.autotune(CONFIGS, key=["M", "N", "K", "BACKWARD"])
+@triton.jit
+def _store(acc, out_desc, post_desc, off_m, off_n, BACKWARD: tl.constexpr):
+    if BACKWARD:
+        out = acc * 2 * tl.sqrt(post_desc.load([off_m, off_n]).to(tl.float32))
+    else:
+        positive = tl.maximum(acc, 0.0)
+        out = positive * positive
+    out_desc.store([off_m, off_n], out.to(out_desc.dtype))
+
+
+@triton.autotune(CONFIGS, key=["M", "N", "K", "BACKWARD", "B_KN"])
 @triton.jit
 def _relu_square_matmul(a_desc, b_desc, out_desc, post_desc, M, N, K, NUM_PROGRAMS: tl.constexpr,
-                        BACKWARD: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_K: tl.constexpr):
+                        BACKWARD: tl.constexpr, B_KN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                        BLOCK_K: tl.constexpr, SUBTILE: tl.constexpr):
     tiles_m, tiles_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
     for tile in tl.range(tl.program_id(0), tiles_m * tiles_n, NUM_PROGRAMS, flatten=True):
         off_m, off_n = _tile_origin(tile, tiles_m, tiles_n, BLOCK_M, BLOCK_N, GROUP_M)
         acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
         for k in range(0, K, BLOCK_K):
-            acc = tl.dot(a_desc.load([off_m, k]), b_desc.load([off_n, k]).T, acc)
-        if BACKWARD:
-            out = acc * 2 * tl.sqrt(post_desc.load([off_m, off_n]).to(tl.float32))
+            if B_KN:
+                acc = tl.dot(a_desc.load([off_m, k]), b_desc.load([k, off_n]), acc)
+            else:
+                acc = tl.dot(a_desc.load([off_m, k]), b_desc.load([off_n, k]).T, acc)
+        if SUBTILE == 1:
+            _store(acc, out_desc, post_desc, off_m, off_n, BACKWARD)
         else:
-            positive = tl.maximum(acc, 0.0)
-            out = positive * positive
-        out_desc.store([off_m, off_n], out.to(out_desc.dtype))
+            left, right = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+            _store(left, out_desc, post_desc, off_m, off_n, BACKWARD)
+            _store(right, out_desc, post_desc, off_m, off_n + BLOCK_N // 2, BACKWARD)
 
 
 def relu_square_matmul(a: Tensor, b: Tensor, post: Tensor | None = None, config: triton.Config | None = None) -> Tensor:
-    """``relu(a · bᵀ)²``, or with ``post`` the backward ``(a · bᵀ) · 2·sqrt(post)``; ``a`` [M, K], ``b`` [N, K]
-    and ``post`` [M, N] contiguous, of one dtype, which the result has too. ``config``: this tile and
-    pipeline instead of the fastest of ``CONFIGS`` (tests, benchmarks)."""
-    (M, K), N = a.shape, b.size(0)
+    """``relu(a · b)²``, or with ``post`` the backward ``(a · b) · 2·sqrt(post)``; ``a`` [M, K] and ``post``
+    [M, N] contiguous, of one dtype, which the result has too. ``b`` [K, N] is read where it lies, contiguous
+    or the transpose of a contiguous [N, K] (a weight's ``.T``): no copy of it is made. ``config``: this tile
+    and pipeline instead of the fastest of ``CONFIGS`` (tests, benchmarks)."""
+    (M, K), N = a.shape, b.size(1)
+    b_kn = b.is_contiguous()
+    stored = b if b_kn else b.T.contiguous()  # a weight's .T: already contiguous, so no copy
     out = a.new_empty(M, N)
     placeholder = [1, 1]  # each descriptor's block shape; _descriptor_blocks sets the real one
-    descriptors = [TensorDescriptor.from_tensor(t, placeholder) for t in (a, b, out, out if post is None else post)]
+    descriptors = [TensorDescriptor.from_tensor(t, placeholder) for t in (a, stored, out, out if post is None else post)]
     programs = torch.cuda.get_device_properties(a.device).multi_processor_count if a.is_cuda else 4
 
     def grid(meta: dict) -> tuple[int]:
         return (min(programs, triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"])),)
     args = (*descriptors, M, N, K)
+    flags = {"NUM_PROGRAMS": programs, "BACKWARD": post is not None, "B_KN": b_kn}
     if config is None:
-        _relu_square_matmul[grid](*args, NUM_PROGRAMS=programs, BACKWARD=post is not None)
+        _relu_square_matmul[grid](*args, **flags)
         return out
-    meta = {**config.all_kwargs(), "NUM_PROGRAMS": programs, "BACKWARD": post is not None}
+    meta = {**config.all_kwargs(), **flags}
     _descriptor_blocks({"a_desc": descriptors[0], "b_desc": descriptors[1], "out_desc": descriptors[2],
                         "post_desc": descriptors[3], **meta})
     _relu_square_matmul.fn[grid](*args, **meta)
@@ -89,8 +116,8 @@ def relu_square_matmul(a: Tensor, b: Tensor, post: Tensor | None = None, config:
 
 
 def chosen_config(a: Tensor, b: Tensor, backward: bool = False) -> str:
-    """The tile the autotuner kept for these operands (after a call), for benchmarks' logs."""
+    """The tile the autotuner kept for ``relu_square_matmul(a, b, ...)`` (after a call), for benchmarks' logs."""
     for key, config in _relu_square_matmul.cache.items():
-        if tuple(key[:4]) == (a.size(0), b.size(0), a.size(1), backward):
+        if tuple(key[:5]) == (a.size(0), b.size(1), a.size(1), backward, b.is_contiguous()):
             return str(config)
     return "none yet"
