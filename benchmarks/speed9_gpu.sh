@@ -7,10 +7,15 @@
 #            spread 2.1498-2.1554), at the same time on the code before session 13 (GPU 1) and on this tree (GPU 0);
 #            then the capped presets' peaks with the new code: `presets_gpu.sh record-24gb record-16gb 4090`.
 #   seeds:   (2 GPUs, carry as for learn) the same pair of runs again at init seeds 1 and 2: the run-to-run spread
-#            of each side, in one call.
+#            of each side, in one call. BEFORE=folder under .devdata (default session13start) and SEEDS="0 1"
+#            choose the older code and the seeds.
 #   mlp:     (one warm H100 after `speed8_gpu.sh park`, carry .whl/fa4 and .devdata/session14start, made with
 #            `git archive e9b4d09 src | tar -x -C .devdata/session14start`) the relu² kernels reading W_proj where it
 #            lies and the epilogue in halves: GPU tests, benchmarks/mlp_gpu.py, then `seed` with FA4 before and after.
+#   rows:    (one warm H100 after `speed8_gpu.sh park`, carry .whl/fa4, .devdata/session14start and .devdata/mlpkernel,
+#            made with `git archive 05c7bc5 src | tar -x -C .devdata/mlpkernel`) the embedding rows' gradients added
+#            straight into .grad: `seed` with FA4 before both changes, with the relu² kernels' change, with both;
+#            then `record` at its last stage with both.
 #   profile: (one warm H100 after `speed8_gpu.sh park`, carry .whl/fa4) where a `seed` step goes with FA4 now, for
 #            its 500k bar: benchmarks/profile_step_gpu.py seed attention=fa4.
 # Usage (device, repo root): bash benchmarks/speed9_gpu.sh learn|profile   (figures under $OUT)
@@ -35,8 +40,9 @@ learn)
     CALL_SECONDS=$((570 - SECONDS)) bash benchmarks/presets_gpu.sh record-24gb record-16gb 4090 | tail -5
     ;;
 seeds)
-    for seed in 1 2; do
-        (export CUDA_VISIBLE_DEVICES=1 PYTHONPATH=.devdata/session13start/src; seed300 "seed300_a939185_s$seed" seed=$seed) \
+    before=${BEFORE:-session13start}  # the older src/ under .devdata
+    for seed in ${SEEDS:-1 2}; do
+        (export CUDA_VISIBLE_DEVICES=1 PYTHONPATH=.devdata/$before/src; seed300 "seed300_${before}_s$seed" seed=$seed) \
             >> "$out/gpu1.txt" 2>&1 &
         CUDA_VISIBLE_DEVICES=0 seed300 "seed300_new_s$seed" seed=$seed
         wait
@@ -49,6 +55,13 @@ mlp)
     python benchmarks/mlp_gpu.py > "$out/mlp.txt" 2>&1; sed -n '/^what/,$p' "$out/mlp.txt"; grep -E "autotuned|Error" "$out/mlp.txt"
     older session14start seed_before --preset seed "${synthetic[@]}" attention=fa4
     bench seed_after --preset seed "${synthetic[@]}" attention=fa4
+    ;;
+rows)
+    install_fa4
+    older session14start seed_before --preset seed "${synthetic[@]}" attention=fa4
+    older mlpkernel seed_mlpkernel --preset seed "${synthetic[@]}" attention=fa4
+    bench seed_rows --preset seed "${synthetic[@]}" attention=fa4
+    bench record_rows --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
     ;;
 profile)
     install_fa4

@@ -9,6 +9,7 @@ import torch
 
 from cavegpt.model.gpt import GPT, ModelConfig, ahead_losses, bigram_rows
 from cavegpt.model.masks import EOT_TOKEN
+from cavegpt.train.trainer import accumulate_gradients
 
 SMALL = dict(n_layer=6, n_head=2, d_model=64, backout_layer=4, vocab_size=50304, max_seq_len=1024)
 
@@ -210,6 +211,31 @@ def test_bigram_embedding_reads_the_previous_token_and_only_it() -> None:
     assert torch.equal(a[0, :7], b[0, :7]) and not torch.allclose(a[0, 8], b[0, 8])
     assert "bigram_embed.weight" in {n for n, p in model.named_parameters()
                                      if any(p is q for q in model.param_groups()["embeddings"])}
+
+
+def test_rows_looked_up_into_grad_sum_the_same_gradients_as_autograd() -> None:
+    """The trainer's path (``look_up(into_grad=True)``: each table's gradient added straight into ``.grad``)
+    against plain ``backward()``, over two micro-batches that share tokens, in float64."""
+    torch.manual_seed(0)
+    model = randomized(GPT(ModelConfig(**SMALL, bigram_vocab=4096, attention="sdpa")).double())
+    tables = model.param_groups()["embeddings"]
+    batches = [torch.randint(0, 300, (2, 65)) for _ in range(2)]  # a small range: rows repeat within and across
+    window = torch.tensor(64)
+    for tokens in batches:
+        model(tokens[:, :-1], window, tokens[:, 1:]).backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    for tokens in batches:
+        rows = model.look_up(tokens[:, :-1], into_grad=True)
+        accumulate_gradients(model(tokens[:, :-1], window, tokens[:, 1:], rows=rows), list(model.parameters()))
+    assert len(tables) == 5
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-10, atol=1e-12, msg=name)
+    model.zero_grad(set_to_none=True)  # autograd hands the tables no gradient: their sums are in .grad already
+    rows = model.look_up(batches[0][:, :-1], into_grad=True)
+    loss = model(batches[0][:, :-1], window, batches[0][:, 1:], rows=rows)
+    assert all(g is None for g in torch.autograd.grad(loss, tables, allow_unused=True))
+    assert all(table.grad is not None and table.grad.abs().sum() > 0 for table in tables)
 
 
 def test_ahead_losses_match_a_position_by_position_float64_reference() -> None:

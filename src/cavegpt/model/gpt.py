@@ -68,6 +68,7 @@ from cavegpt.model.head_loss import ahead_targets, fused_head_losses
 from cavegpt.model.relu_square import fused_mlp_runs_on, relu_square_mlp
 
 Rotate = Callable[[Tensor], Tensor]  # [B, T, H, D] → the same, rotated at the batch's positions
+Rows = tuple[Tensor, list[Tensor], "Tensor | None"]  # a batch's rows of the token, value and bigram tables
 WindowT = TypeVar("WindowT", int, Tensor)  # a window in tokens: a host int, or a tensor the compiled step reads
 
 
@@ -163,6 +164,35 @@ def bigram_rows(tokens: Tensor, previous: Tensor, rows: int) -> Tensor:
     a, b = BIGRAM_MULTIPLIERS
     hashed = torch.bitwise_xor(a * tokens, b * previous.clamp(min=0)) % (rows - 1)
     return torch.where(previous < 0, rows - 1, hashed)
+
+
+class _RowsIntoGrad(torch.autograd.Function):
+    """Embedding lookups whose backward adds each looked-up row's gradient straight into its table's ``.grad``.
+
+    Autograd's embedding backward builds a dense gradient of the whole table for every micro-batch (zeroed,
+    then scattered into), which the trainer then adds to ``.grad``: passes over every row of tables that
+    hold most of the parameters (the seed's four: 154M of 278M), for the rows of one micro-batch. Here only
+    the looked-up rows move. The tables' own gradients come back as None: their sums are already in
+    ``.grad``. Called outside ``torch.compile``, which would not keep the write into ``.grad``.
+    """
+
+    @staticmethod
+    def forward(ctx, *pairs: Tensor) -> tuple[Tensor, ...]:  # index, table, index, table, …
+        indices, tables = pairs[0::2], pairs[1::2]
+        ctx.save_for_backward(*indices)
+        ctx.tables = tables
+        ctx.set_materialize_grads(False)
+        return tuple(F.embedding(index, table) for index, table in zip(indices, tables))
+
+    @staticmethod
+    def backward(ctx, *grads: Tensor | None) -> tuple[None, ...]:
+        for index, table, grad in zip(ctx.saved_tensors, ctx.tables, grads):
+            if grad is None:
+                continue
+            if table.grad is None:
+                table.grad = torch.zeros_like(table)
+            table.grad.index_add_(0, index.flatten(), grad.reshape(-1, table.size(1)).to(table.dtype))
+        return (None,) * (2 * len(ctx.tables))
 
 
 def rms_norm(x: Tensor) -> Tensor:
@@ -317,20 +347,39 @@ class GPT(nn.Module):
         gate = self.smear_lambda * torch.sigmoid(self.smear_gate(x[..., :self.smear_gate.in_features]))
         return x + gate * torch.cat([previous, x[:, :-1]], dim=1)
 
+    def look_up(self, tokens: Tensor, cache=None, into_grad: bool = False) -> Rows:
+        """The rows of ``tokens`` in the token embedding, each value-embedding table and the bigram table.
+
+        ``into_grad`` (training, outside the compiled forward): the backward pass adds the rows' gradients
+        straight into the tables' ``.grad`` (:class:`_RowsIntoGrad`) and gives the tables none of their own.
+        """
+        indices = [tokens] * (1 + len(self.value_embeds))
+        tables = [self.embed.weight, *(table.weight for table in self.value_embeds)]
+        if self.bigram_embed is not None:
+            prior = F.pad(tokens[:, :-1], (1, 0), value=-1) if cache is None else cache.previous_tokens(tokens)
+            indices.append(bigram_rows(tokens, prior, self.config.bigram_vocab))
+            tables.append(self.bigram_embed.weight)
+        if into_grad:
+            rows = _RowsIntoGrad.apply(*(t for pair in zip(indices, tables) for t in pair))
+        else:
+            rows = [F.embedding(index, table) for index, table in zip(indices, tables)]
+        n = len(self.value_embeds)
+        return rows[0], list(rows[1:1 + n]), rows[1 + n] if self.bigram_embed is not None else None
+
     def forward(self, tokens: Tensor, window: Tensor, targets: Tensor | None = None, cache=None,
-                loss_weights: Tensor | None = None, documents: Documents | None = None):
+                loss_weights: Tensor | None = None, documents: Documents | None = None, rows: Rows | None = None):
         """``tokens`` [B, T] → soft-capped logits [B, T, V], or the mean loss if ``targets`` given.
 
         With ``loss_weights`` (K weights) and ``targets``, ``(objective, losses)`` instead: ``losses[k-1]`` is
         the mean loss of predicting the token k ahead (``targets`` shifted by k-1) over the positions that
         have one, ``objective = loss_weights · losses`` carries the gradient.
+        ``rows``: the tables' rows for ``tokens``, looked up already (``look_up``; the trainer's path).
         ``documents`` (from the loader) selects FlashAttention-4's packed-document path; ``window`` is then
         a CPU tensor (:mod:`cavegpt.model.attention`).
         With ``cache`` (a :class:`cavegpt.infer.kv_cache.KVCache` that has ``begin``-ed this chunk),
         ``tokens`` continue the cached sequences: keys and values are appended and attended to.
         """
-        value_embeds = [table(tokens) for table in self.value_embeds]
-        embedded = self.embed(tokens)
+        embedded, value_embeds, bigram = self.look_up(tokens, cache) if rows is None else rows
         if cache is None:  # one mask for every layer; a second, of half the window, for the short-window layers
             shorts = self.config.short_window_layers
             windows = (window, self.config.short_window(window)) if shorts else (window,)
@@ -343,10 +392,6 @@ class GPT(nn.Module):
         else:
             attend_at, rotary = cache.attention, functools.partial(self.rotary, positions=cache.positions)
             previous, embedded = cache.smear_inputs(embedded)
-        bigram = None
-        if self.bigram_embed is not None:
-            prior = F.pad(tokens[:, :-1], (1, 0), value=-1) if cache is None else cache.previous_tokens(tokens)
-            bigram = self.bigram_embed(bigram_rows(tokens, prior, self.config.bigram_vocab))
         x = x0 = rms_norm(self.smear(embedded, previous))
 
         n_encoder = self.config.n_layer // 2

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from cavegpt.data.loader import TokenStream, find_shards, validation_stream
-from cavegpt.model.attention import resolve_attention
+from cavegpt.model.attention import Documents, resolve_attention
 from cavegpt.model.gpt import GPT
 from cavegpt.optim.optimizers import Optimizers
 from cavegpt.optim.schedules import attention_window, micro_batches, mtp_weights, tokens_before
@@ -216,6 +216,24 @@ class Trainer:
         train = self.config.train
         return attention_window(step, train.num_iterations, train.window_start, self.config.model.window)
 
+    def train_forward(self, inputs: Tensor, targets: Tensor, documents: Documents | None, step: int) -> tuple[Tensor, Tensor]:
+        """(the objective to differentiate, the next-token loss) of one micro-batch at ``step``.
+
+        On a GPU the embedding rows are looked up before the compiled forward, so that the backward pass adds
+        their gradients straight into the tables' ``.grad`` (``GPT.look_up``): +0.6 % `seed` tokens/s on an H100
+        (docs/BENCHMARKS.md, session 14). That sums each row in another order than a micro-batch's dense
+        gradient added to the others', which on a GPU is summed by atomics in no fixed order either. On the CPU
+        the dense gradients stay: they keep one process and two bit for bit alike (tests/test_distributed.py).
+        """
+        rows = self.model.look_up(inputs, into_grad=self.on_cuda)
+        with self.autocast():
+            if self.multi_token:
+                objective, losses = self.forward(inputs, self.window, targets, loss_weights=self.loss_weights[step],
+                                                 documents=documents, rows=rows)
+                return objective, losses[0]
+            loss = self.forward(inputs, self.window, targets, documents=documents, rows=rows)
+            return loss, loss
+
     def train_step(self, step: int, guard: bool = False) -> Tensor:
         """One optimizer step over the step's micro-batches; returns their mean next-token loss (on device).
 
@@ -228,13 +246,7 @@ class Trainer:
         local = local_micro_batches(accum, self.world)
         total = torch.zeros((), device=self.device)
         for inputs, targets, documents in rank_batches(self.train_stream, accum, self.world):
-            with self.autocast():
-                if self.multi_token:
-                    objective, losses = self.forward(inputs, self.window, targets, loss_weights=self.loss_weights[step],
-                                                     documents=documents)
-                    loss = losses[0]
-                else:
-                    loss = objective = self.forward(inputs, self.window, targets, documents=documents)
+            objective, loss = self.train_forward(inputs, targets, documents, step)
             accumulate_gradients(objective / local, self.trainable)
             total += loss.detach()
         # the small sum (loss, health) goes first: NCCL runs collectives in order, and the host waits on it
@@ -268,10 +280,8 @@ class Trainer:
         start = time.perf_counter()
         position = self.train_stream.position
         inputs, targets, documents = self.train_stream.next_batch()
-        weights = self.loss_weights[0] if self.multi_token else None
-        with self.autocast():  # the training graph: with the multi-token losses when they are on
-            loss = self.forward(inputs, self.window, targets, loss_weights=weights, documents=documents)
-            accumulate_gradients(loss[0] if self.multi_token else loss, self.trainable)
+        objective, _ = self.train_forward(inputs, targets, documents, 0)  # the training graph
+        accumulate_gradients(objective, self.trainable)
         self.model.zero_grad(set_to_none=True)
         with torch.no_grad(), self.autocast():
             self.forward(inputs, self.window, targets, documents=documents)
