@@ -173,7 +173,7 @@ class _RowsIntoGrad(torch.autograd.Function):
     then scattered into), which the trainer then adds to ``.grad``: passes over every row of tables that
     hold most of the parameters (the seed's four: 154M of 278M), for the rows of one micro-batch. Here only
     the looked-up rows move. The tables' own gradients come back as None: their sums are already in
-    ``.grad``. Called outside ``torch.compile``, which would not keep the write into ``.grad``.
+    ``.grad``. The trainer calls it before the compiled forward, so that this backward runs as written.
     """
 
     @staticmethod

@@ -43,7 +43,8 @@ def _config(bm: int, bn: int, stages: int, warps: int, subtile: int = 1) -> trit
 # memory that lets the backward take the 128×256 tile.
 # On an H100 (docs/BENCHMARKS.md, session 14) the forward took 128×256 whole, the backward 128×256 in halves;
 # 128×128 with 4 warps is for cards of less shared memory.
-CONFIGS = [_config(128, 256, 3, 8), _config(128, 128, 4, 8), _config(128, 128, 3, 4), _config(128, 256, 3, 8, subtile=2)]
+CONFIGS = [_config(128, 256, 3, 8), _config(128, 128, 4, 8), _config(128, 128, 3, 4),
+           _config(128, 256, 3, 8, subtile=2)]
 
 
 @triton.jit
@@ -98,7 +99,8 @@ def relu_square_matmul(a: Tensor, b: Tensor, post: Tensor | None = None, config:
     stored = b if b_kn else b.T.contiguous()  # a weight's .T: already contiguous, so no copy
     out = a.new_empty(M, N)
     placeholder = [1, 1]  # each descriptor's block shape; _descriptor_blocks sets the real one
-    descriptors = [TensorDescriptor.from_tensor(t, placeholder) for t in (a, stored, out, out if post is None else post)]
+    operands = (a, stored, out, out if post is None else post)
+    descriptors = [TensorDescriptor.from_tensor(t, placeholder) for t in operands]
     programs = torch.cuda.get_device_properties(a.device).multi_processor_count if a.is_cuda else 4
 
     def grid(meta: dict) -> tuple[int]:

@@ -216,7 +216,8 @@ class Trainer:
         train = self.config.train
         return attention_window(step, train.num_iterations, train.window_start, self.config.model.window)
 
-    def train_forward(self, inputs: Tensor, targets: Tensor, documents: Documents | None, step: int) -> tuple[Tensor, Tensor]:
+    def train_forward(self, inputs: Tensor, targets: Tensor, documents: Documents | None,
+                      step: int) -> tuple[Tensor, Tensor]:
         """(the objective to differentiate, the next-token loss) of one micro-batch at ``step``.
 
         On a GPU the embedding rows are looked up before the compiled forward, so that the backward pass adds
