@@ -13,7 +13,6 @@
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed5
-synthetic=(--synthetic --steps 10 --window 1792)
 case $stage in
 park)
     park_fa4_half

@@ -12,7 +12,6 @@
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed6
-synthetic=(--synthetic --steps 10 --window 1792)
 case $stage in
 qkv)
     park_fa4_half

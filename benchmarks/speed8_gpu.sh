@@ -40,7 +40,6 @@
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed8
-synthetic=(--synthetic --steps 10 --window 1792)
 records_layout=(no_attention_layers=7 short_window_layers=1,2,3,5,6,8,9,10)
 train() {  # log name, train arguments...: the run's output in $out/NAME.txt, its last validations printed
     local name=$1; shift

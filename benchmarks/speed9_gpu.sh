@@ -3,8 +3,9 @@
 # gradient summed inside the matmul, layer 0 empty in the record recipe):
 #   learn:   (2 GPUs, carry .devdata/textmix and .devdata/session13start, made with `mkdir -p
 #            .devdata/session13start && git archive a939185 src | tar -x -C .devdata/session13start`) the issue's
-#            learning check: 300 `seed` steps on textmix, the command of the earlier 300-step checks (recorded
-#            spread 2.1498-2.1554), at the same time on the code before session 13 (GPU 1) and on this tree (GPU 0);
+#            learning check: 300 `seed` steps on textmix at init seed 0, the command of the earlier 300-step checks
+#            (recorded spread 2.1498-2.1554), at the same time on the code before session 13 (GPU 1) and on this tree
+#            (GPU 0);
 #            then the capped presets' peaks with the new code: `presets_gpu.sh record-24gb record-16gb 4090`.
 #   seeds:   (2 GPUs, carry as for learn) the same pair of runs again at init seeds 1 and 2: the run-to-run spread
 #            of each side, in one call. BEFORE=folder under .devdata (default session13start) and SEEDS="0 1"
@@ -18,11 +19,10 @@
 #            then `record` at its last stage with both.
 #   profile: (one warm H100 after `speed8_gpu.sh park`, carry .whl/fa4) where a `seed` step goes with FA4 now, for
 #            its 500k bar: benchmarks/profile_step_gpu.py seed attention=fa4.
-# Usage (device, repo root): bash benchmarks/speed9_gpu.sh learn|profile   (figures under $OUT)
+# Usage (device, repo root): bash benchmarks/speed9_gpu.sh learn|seeds|mlp|rows|profile   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed9
-synthetic=(--synthetic --steps 10 --window 1792)
 seed300() {  # log name [overrides...]: the 300-step seed run on textmix, its validations printed
     local name=$1; shift
     python -m cavegpt train --preset seed "${textmix_globs[@]}" val_tokens=2097152 grad_accum=2 num_iterations=300 \
@@ -31,23 +31,23 @@ seed300() {  # log name [overrides...]: the 300-step seed run on textmix, its va
     echo "== $name"; grep -E "^step:[0-9]+/300 val_loss" "$out/$name.txt" | tr '\n' ' ' | sed -E 's/ train_time:[^ ]+ step_avg:[^ ]+//g'
     echo
 }
-case $stage in
-learn)
-    (export CUDA_VISIBLE_DEVICES=1 PYTHONPATH=.devdata/session13start/src; seed300 seed300_a939185) > "$out/gpu1.txt" 2>&1 &
-    CUDA_VISIBLE_DEVICES=0 seed300 seed300_new
-    wait
-    cat "$out/gpu1.txt"
-    CALL_SECONDS=$((570 - SECONDS)) bash benchmarks/presets_gpu.sh record-24gb record-16gb 4090 | tail -5
-    ;;
-seeds)
-    before=${BEFORE:-session13start}  # the older src/ under .devdata
-    for seed in ${SEEDS:-1 2}; do
+pairs() {  # older folder under .devdata, init seeds...: seed300 on that older src/ (GPU 1) beside this tree (GPU 0)
+    local before=$1; shift
+    for seed in "$@"; do
         (export CUDA_VISIBLE_DEVICES=1 PYTHONPATH=.devdata/$before/src; seed300 "seed300_${before}_s$seed" seed=$seed) \
             >> "$out/gpu1.txt" 2>&1 &
         CUDA_VISIBLE_DEVICES=0 seed300 "seed300_new_s$seed" seed=$seed
         wait
     done
     cat "$out/gpu1.txt"
+}
+case $stage in
+learn)
+    pairs session13start 0
+    CALL_SECONDS=$((570 - SECONDS)) bash benchmarks/presets_gpu.sh record-24gb record-16gb 4090 | tail -5
+    ;;
+seeds)
+    pairs "${BEFORE:-session13start}" ${SEEDS:-1 2}
     ;;
 mlp)
     install_fa4

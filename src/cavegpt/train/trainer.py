@@ -40,7 +40,8 @@ def accumulate_gradients(loss: Tensor, params: list[torch.nn.Parameter]) -> None
 
     Autograd's own accumulation launches one add per parameter as its gradient arrives: about 110 kernels
     of a few µs per seed micro-batch, 20 ms of a step in session 8's profile (docs/BENCHMARKS.md). The same
-    sums, in the same order, as ``_foreach_add_`` after the backward.
+    sums, in the same order, as ``_foreach_add_`` after the backward. A parameter whose backward writes its own
+    ``.grad`` (the embedding tables under ``GPT.look_up(into_grad=True)``) comes back unused and is left alone.
     """
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     arrived = [(p, g) for p, g in zip(params, grads) if g is not None]
