@@ -56,7 +56,7 @@ def kernel_build_times(triton_cache: Path) -> list[tuple[float, str, list[float]
     return sorted(kernels, reverse=True)
 
 
-def main() -> None:
+def main(synthetic_data: list[str]) -> None:
     signal.signal(signal.SIGTERM, _stop)
     args = sys.argv[1:]
     preset, cap = args.pop(0), None
@@ -67,7 +67,7 @@ def main() -> None:
     if cap:
         total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.set_per_process_memory_fraction(cap * 2**30 / total, 0)
-    config = build_config(preset, [*bench_overrides(), *args])
+    config = build_config(preset, [*synthetic_data, *args])
     run, started = f"{preset} {' '.join(args)} (cap {cap or 'none'} GiB)", time.perf_counter()
     try:
         seconds = Trainer(config, echo=False).warmup()
@@ -83,4 +83,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with bench_overrides() as synthetic_data:
+        main(synthetic_data)

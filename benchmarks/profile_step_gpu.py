@@ -21,8 +21,8 @@ GROUPS = (("flash", "attention (FA4)"), ("flex", "attention (Flex)"), ("softcapp
           ("newton", "optimizer"), ("triton", "fused elementwise (inductor)"))
 
 
-def main() -> None:
-    config = build_config(sys.argv[1], [*bench_overrides(), *sys.argv[2:]])
+def main(synthetic_data: list[str]) -> None:
+    config = build_config(sys.argv[1], [*synthetic_data, *sys.argv[2:]])
     trainer = Trainer(config, echo=False)
     trainer.warmup()
     trainer.set_window(1792)
@@ -63,4 +63,5 @@ def print_gaps(prof) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with bench_overrides() as synthetic_data:
+        main(synthetic_data)

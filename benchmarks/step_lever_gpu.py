@@ -45,7 +45,7 @@ def under_compiled_autograd(method):
     return wrapped
 
 
-def main() -> None:
+def main(synthetic_data: list[str]) -> None:
     lever, preset, overrides = sys.argv[1], sys.argv[2], sys.argv[3:]
     if lever not in LEVERS:
         sys.exit(f"lever {lever!r}: choose one of {', '.join(LEVERS)}")
@@ -57,7 +57,7 @@ def main() -> None:
     if lever == "compiled_autograd":
         Trainer.warmup = under_compiled_autograd(Trainer.warmup)
         Trainer.train_step = under_compiled_autograd(Trainer.train_step)
-    config = build_config(preset, [*bench_overrides(), *overrides])
+    config = build_config(preset, [*synthetic_data, *overrides])
     trainer = Trainer(config, echo=False)
     seconds = trainer.warmup()
     if lever == "cudagraphs":
@@ -75,4 +75,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with bench_overrides() as synthetic_data:
+        main(synthetic_data)

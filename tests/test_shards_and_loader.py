@@ -85,12 +85,13 @@ def test_synthetic_documents_have_the_asked_mean_length(tmp_path: Path) -> None:
 
 def test_bench_shards_hold_what_a_bench_config_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`cavegpt bench --synthetic` and the GPU scripts: one 20M-token train shard, a val shard one token longer
-    than the 1,048,576 validation tokens (the targets' shift)."""
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the shards' temp folder goes with the test's
-    train, val, tokens = bench_overrides()
-    assert train.startswith(f"train_glob={tmp_path}")
-    config = DataConfig(train_glob=train.split("=", 1)[1], val_glob=val.split("=", 1)[1],
-                        val_tokens=int(tokens.split("=", 1)[1]))
-    (train_shard,), (val_shard,) = find_shards(config.train_glob, "train"), find_shards(config.val_glob, "val")
-    assert read_header(train_shard) == 20_000_000
-    assert read_header(val_shard) == config.val_tokens + 1
+    than the 1,048,576 validation tokens (the targets' shift), in a folder that goes when the run ends."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with bench_overrides() as (train, val, tokens):
+        assert train.startswith(f"train_glob={tmp_path}")
+        config = DataConfig(train_glob=train.split("=", 1)[1], val_glob=val.split("=", 1)[1],
+                            val_tokens=int(tokens.split("=", 1)[1]))
+        (train_shard,), (val_shard,) = find_shards(config.train_glob, "train"), find_shards(config.val_glob, "val")
+        assert read_header(train_shard) == 20_000_000
+        assert read_header(val_shard) == config.val_tokens + 1
+    assert not list(tmp_path.iterdir())

@@ -230,13 +230,19 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    if not args.synthetic:
+        return run_bench(args)
+    from cavegpt.data.synthetic import bench_overrides
+
+    with bench_overrides() as synthetic_data:
+        args.overrides = [*synthetic_data, *args.overrides]
+        return run_bench(args)
+
+
+def run_bench(args: argparse.Namespace) -> int:
     from cavegpt.report.bench import bench_window
     from cavegpt.report.mfu import H100_SXM_DATASHEET_TFLOPS, measure_matmul_peak_tflops
 
-    if args.synthetic:
-        from cavegpt.data.synthetic import bench_overrides
-
-        args.overrides = [*bench_overrides(), *args.overrides]
     config = config_from(args)
     if args.print_config:
         print(config.to_json())

@@ -7,8 +7,10 @@ tokens per document, heavy-tailed).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -46,10 +48,11 @@ def write_synthetic(out: str | Path, train_shards: int = 2, shard_tokens: int = 
     return written
 
 
-def bench_overrides() -> list[str]:
-    """Synthetic shards for a speed test, written to a new temp folder (20M train tokens, 1M val):
-    the ``key=value`` overrides that point a config at them."""
-    folder = tempfile.mkdtemp(prefix="cavegpt-bench-")
-    write_synthetic(folder, train_shards=1, shard_tokens=20_000_000, val_tokens=1_048_577, progress=False)
-    return [f"train_glob={folder}/synthetic_train_*.bin", f"val_glob={folder}/synthetic_val_*.bin",
-            "val_tokens=1048576"]
+@contextlib.contextmanager
+def bench_overrides() -> Iterator[list[str]]:
+    """Synthetic shards for a speed test (20M train tokens, 1M val) in a temp folder that lives as long as the
+    ``with`` block: the ``key=value`` overrides that point a config at them."""
+    with tempfile.TemporaryDirectory(prefix="cavegpt-bench-") as folder:
+        write_synthetic(folder, train_shards=1, shard_tokens=20_000_000, val_tokens=1_048_577, progress=False)
+        yield [f"train_glob={folder}/synthetic_train_*.bin", f"val_glob={folder}/synthetic_val_*.bin",
+               "val_tokens=1048576"]
