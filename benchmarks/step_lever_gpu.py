@@ -8,11 +8,15 @@
   session 8's profile) fuse with the casts and products around them.
 * ``autograd_adds``: ``loss.backward()``, autograd adding each gradient into ``.grad`` as it arrives: the trainer
   before ``accumulate_gradients`` (one ``_foreach_add_`` after the backward, session 10).
+* ``autocast_casts``: autocast casting the block weights to bf16 on every micro-batch, the trainer before
+  :mod:`cavegpt.train.bf16_weights` (session 15); the first losses should match ``off``'s bit for bit.
 * ``off``: none of these, the trainer as it is, in the same harness.
 
+The levers that replace the gradient adds run without the bf16 stand-ins, whose gradients only those adds deliver.
+
 Prints the first losses (to compare a lever against off: the same data and initial weights) and the bench line.
-Usage (device, repo root): PYTHONPATH=src python benchmarks/step_lever_gpu.py off|autograd_adds|cudagraphs|compiled_autograd
-PRESET [key=value ...]
+Usage (device, repo root): PYTHONPATH=src python benchmarks/step_lever_gpu.py LEVER PRESET [key=value ...],
+LEVER one of off, autograd_adds, cudagraphs, compiled_autograd, autocast_casts.
 """
 import functools
 import sys
@@ -28,7 +32,7 @@ from cavegpt.train import trainer as trainer_module
 from cavegpt.train.trainer import Trainer
 
 WINDOW, STEPS = 1792, 10
-LEVERS = ("off", "autograd_adds", "cudagraphs", "compiled_autograd")
+LEVERS = ("off", "autograd_adds", "cudagraphs", "compiled_autograd", "autocast_casts")
 
 
 def zero_in_place(self: Optimizers) -> None:
@@ -53,12 +57,14 @@ def main(synthetic_data: list[str]) -> None:
         torch._inductor.config.triton.cudagraphs = True
         Optimizers.zero_grad = zero_in_place
     if lever in ("autograd_adds", "compiled_autograd"):
-        trainer_module.accumulate_gradients = lambda loss, params: loss.backward()
+        trainer_module.accumulate_gradients = lambda loss, params, owners: loss.backward()
     if lever == "compiled_autograd":
         Trainer.warmup = under_compiled_autograd(Trainer.warmup)
         Trainer.train_step = under_compiled_autograd(Trainer.train_step)
     config = build_config(preset, [*synthetic_data, *overrides])
     trainer = Trainer(config, echo=False)
+    if lever in ("autocast_casts", "autograd_adds", "compiled_autograd"):
+        trainer.bf16_weights, trainer.differentiated = None, trainer.trainable
     seconds = trainer.warmup()
     if lever == "cudagraphs":
         for p in trainer.model.parameters():

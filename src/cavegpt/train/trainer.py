@@ -19,6 +19,7 @@ from cavegpt.optim.optimizers import Optimizers
 from cavegpt.optim.schedules import attention_window, micro_batches, mtp_weights, tokens_before
 from cavegpt.report.environment import environment
 from cavegpt.report.mfu import FlopTerms, mean_attended_keys, measure_matmul_peak_tflops
+from cavegpt.train.bf16_weights import Bf16Weights
 from cavegpt.train.checkpoint import checkpoint_name, prune_checkpoints, save_checkpoint
 from cavegpt.train.compile_workers import RELEASE_TIMEOUT_S, release_compile_workers
 from cavegpt.train.display import LiveDisplay
@@ -35,22 +36,27 @@ from cavegpt.train.sharding import ShardedStep
 STEP_ORDER = ("matrices", "lm_head", "scalars", "embeddings")
 
 
-def accumulate_gradients(loss: Tensor, params: list[torch.nn.Parameter]) -> None:
-    """``loss.backward()`` for ``params``, with the new gradients added into ``.grad`` by one multi-tensor add.
+def accumulate_gradients(loss: Tensor, params: list[Tensor], owners: list[Tensor] | None = None) -> None:
+    """``loss.backward()`` for ``params``, with the new gradients added into ``.grad`` by multi-tensor adds.
 
     Autograd's own accumulation launches one add per parameter as its gradient arrives: about 110 kernels
     of a few µs per seed micro-batch, 20 ms of a step in session 8's profile (docs/BENCHMARKS.md). The same
-    sums, in the same order, as ``_foreach_add_`` after the backward. A parameter whose backward writes its own
-    ``.grad`` (the embedding tables under ``GPT.look_up(into_grad=True)``) comes back unused and is left alone.
+    sums, in the same order, as ``_foreach_add_`` after the backward, one per gradient dtype. ``owners[i]``
+    (default: ``params[i]``) is the tensor whose ``.grad`` receives ``params[i]``'s gradient: a float32
+    parameter for its bf16 stand-in (:mod:`cavegpt.train.bf16_weights`). A parameter whose backward writes its
+    own ``.grad`` (the embedding tables under ``GPT.look_up(into_grad=True)``) comes back unused and is left alone.
     """
     grads = torch.autograd.grad(loss, params, allow_unused=True)
-    arrived = [(p, g) for p, g in zip(params, grads) if g is not None]
-    adds = [(p.grad, g) for p, g in arrived if p.grad is not None]
+    arrived = [(p, g) for p, g in zip(params if owners is None else owners, grads) if g is not None]
+    adds: dict[torch.dtype, list[tuple[Tensor, Tensor]]] = {}
     for p, g in arrived:
         if p.grad is None:
-            p.grad = g
-    if adds:
-        torch._foreach_add_([total for total, _ in adds], [g for _, g in adds])
+            p.grad = g.to(p.dtype)
+        else:
+            adds.setdefault(g.dtype, []).append((p.grad, g))
+    for pairs in adds.values():  # by the gradients' dtype: bf16 ones in the list would send float32 ones down the
+        # per-tensor path too (the multi-tensor kernel takes one dtype)
+        torch._foreach_add_([total for total, _ in pairs], [g for _, g in pairs])
 
 
 @dataclass
@@ -156,12 +162,16 @@ class Trainer:
         self.run_dir = Path(config.train.log_dir) / (config.train.run_id or new_run_id())
         model_cfg, data_cfg, train_cfg = self.config.model, self.config.data, self.config.train
         self.on_cuda = self.device.type == "cuda"
+        self.bf16_autocast = self.on_cuda and train_cfg.bf16
 
         torch.manual_seed(train_cfg.seed)
         self.model = GPT(model_cfg).to(self.device)
         broadcast_parameters(self.model, self.world)
         self.param_groups = self.model.param_groups()
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        # under bf16 autocast the block weights are cast once per step, not once per micro-batch
+        self.bf16_weights = Bf16Weights(self.model, skip=(self.model.lm_head,)) if self.bf16_autocast else None
+        self.differentiated = self.bf16_weights.substitute(self.trainable) if self.bf16_weights else self.trainable
         self.sharded = ShardedStep(self.param_groups, Optimizers.MATRIX_GROUPS, self.world)
         self.optimizers = Optimizers(self.sharded.local, self.config.optim, train_cfg.num_iterations)
         self.forward = torch.compile(self.model, dynamic=False) if train_cfg.compile and self.on_cuda else self.model
@@ -192,9 +202,13 @@ class Trainer:
         return self.micro_batches_at(step) * self.config.data.micro_batch_tokens
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        if self.on_cuda and self.config.train.bf16:
+        if self.bf16_autocast:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
+    def training_weights(self) -> contextlib.AbstractContextManager:
+        """Where micro-batches train: with the block weights' bf16 copies standing in under bf16 autocast."""
+        return self.bf16_weights.standing_in() if self.bf16_weights else contextlib.nullcontext()
 
     def set_window(self, tokens: int) -> None:
         if tokens != self.window_tokens:  # fill_ is a device write, no host sync
@@ -247,10 +261,11 @@ class Trainer:
         accum = self.micro_batches_at(step)
         local = local_micro_batches(accum, self.world)
         total = torch.zeros((), device=self.device)
-        for inputs, targets, documents in rank_batches(self.train_stream, accum, self.world):
-            objective, loss = self.train_forward(inputs, targets, documents, step)
-            accumulate_gradients(objective / local, self.trainable)
-            total += loss.detach()
+        with self.training_weights():
+            for inputs, targets, documents in rank_batches(self.train_stream, accum, self.world):
+                objective, loss = self.train_forward(inputs, targets, documents, step)
+                accumulate_gradients(objective / local, self.differentiated, self.trainable)
+                total += loss.detach()
         # the small sum (loss, health) goes first: NCCL runs collectives in order, and the host waits on it
         names, summary = gradient_health(total, self.param_groups) if guard else ([], total.reshape(1))
         summary = sum_over_ranks(summary, self.world)
@@ -282,8 +297,9 @@ class Trainer:
         start = time.perf_counter()
         position = self.train_stream.position
         inputs, targets, documents = self.train_stream.next_batch()
-        objective, _ = self.train_forward(inputs, targets, documents, 0)  # the training graph
-        accumulate_gradients(objective, self.trainable)
+        with self.training_weights():
+            objective, _ = self.train_forward(inputs, targets, documents, 0)  # the training graph
+            accumulate_gradients(objective, self.differentiated, self.trainable)
         self.model.zero_grad(set_to_none=True)
         with torch.no_grad(), self.autocast():
             self.forward(inputs, self.window, targets, documents=documents)

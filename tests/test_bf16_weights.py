@@ -1,0 +1,93 @@
+import contextlib
+from pathlib import Path
+
+import pytest
+import torch
+
+from cavegpt.config import build_config
+from cavegpt.model.gpt import GPT, ModelConfig
+from cavegpt.train.bf16_weights import Bf16Weights
+from cavegpt.train.trainer import Trainer, accumulate_gradients
+
+CONFIG = ModelConfig(n_layer=2, n_head=2, d_model=32, backout_layer=1, window=64, max_seq_len=256, vocab_size=512,
+                     n_value_embeds=1, attention="sdpa")
+
+
+def live_model() -> GPT:
+    torch.manual_seed(1)
+    model = GPT(CONFIG)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)  # every weight live, the zero-initialised ones too
+    return model
+
+
+def test_stand_ins_give_autocasts_losses_and_gradients_bit_for_bit() -> None:
+    """Three micro-batches under bf16 autocast: with the bf16 copies standing in, the same losses and the same
+    float32 .grad as autocast casting the float32 weights itself, through the fused MLP and the joined Q/K/V."""
+    torch.manual_seed(0)
+    batches = [torch.randint(0, 512, (1, 65)) for _ in range(3)]
+    runs = []
+    for stand_in in (False, True):
+        model = live_model()
+        params = list(model.parameters())
+        weights = Bf16Weights(model, skip=(model.lm_head,))
+        losses = []
+        with weights.standing_in() if stand_in else contextlib.nullcontext():
+            for tokens in batches:
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = model(tokens[:, :-1], torch.tensor(64), tokens[:, 1:])
+                accumulate_gradients(loss, weights.substitute(params) if stand_in else params, params)
+                losses.append(loss.item())
+        runs.append((losses, [p.grad for p in params]))
+    (plain_losses, plain_grads), (stand_in_losses, stand_in_grads) = runs
+    assert plain_losses == stand_in_losses
+    for expected, got in zip(plain_grads, stand_in_grads):
+        assert got.dtype == torch.float32
+        assert torch.equal(expected, got)
+
+
+def test_stand_ins_cover_the_block_linears_and_leave_no_trace() -> None:
+    model = live_model()
+    before = dict(model.named_parameters())
+    weights = Bf16Weights(model, skip=(model.lm_head,))
+    linears = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head"]
+    assert len(weights.copies) == len(linears) == 1 + CONFIG.n_layer * 7  # the smear gate; Q, K, V, out, gate, MLP×2
+    with weights.standing_in():
+        assert all(model.get_submodule(name).weight.dtype == torch.bfloat16 for name in linears)
+        assert model.lm_head.weight.dtype == torch.float32
+        assert torch.equal(model.blocks[0].mlp.c_fc.weight, before["blocks.0.mlp.c_fc.weight"].bfloat16())
+    assert all(p is before[name] for name, p in model.named_parameters())  # the float32 parameters are back
+    substituted = weights.substitute(list(before.values()))
+    assert sum(s is not p for s, p in zip(substituted, before.values())) == len(linears)
+
+
+def test_each_step_copies_the_weights_afresh_and_an_error_inside_restores_them() -> None:
+    model = live_model()
+    weights = Bf16Weights(model, skip=(model.lm_head,))
+    owner = model.blocks[1].attn.c_q.weight
+    with torch.no_grad():
+        owner.add_(1.0)  # an optimizer step
+    try:
+        with weights.standing_in():
+            assert torch.equal(model.blocks[1].attn.c_q.weight, owner.bfloat16())
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    assert model.blocks[1].attn.c_q.weight is owner
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: only there do bf16 autocast and the "
+                                                            "stand-ins run in the trainer")
+def test_compiled_training_steps_alike_with_the_stand_ins_and_without(tmp_path: Path) -> None:
+    runs = []
+    for stand_in in (True, False):
+        trainer = Trainer(build_config("tiny", ["device=cuda", f"log_dir={tmp_path}"]), echo=False)
+        assert trainer.bf16_weights is not None
+        if not stand_in:
+            trainer.bf16_weights, trainer.differentiated = None, trainer.trainable
+        losses = [trainer.train_step(step).item() for step in range(3)]
+        runs.append((losses, [p.detach().clone() for p in trainer.model.parameters()]))
+        trainer.close()
+    (with_losses, with_weights), (without_losses, without_weights) = runs
+    assert with_losses == without_losses
+    assert all(torch.equal(a, b) for a, b in zip(with_weights, without_weights))
