@@ -163,15 +163,15 @@ def test_fa4_matches_flex_forward_and_backward() -> None:
     cu_seqlens, count, longest = document_bounds(host)
     documents = Documents(torch.from_numpy(cu_seqlens).cuda(), torch.tensor([count, longest]))
     window = 256
-    q, k, v = (torch.randn(2, 2048, 6, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
-    grad = torch.randn_like(q)
+    # Q, K and V are views into one product, as the model passes them: FA4 reads their strided rows in place
+    qkv = torch.randn(2, 2048, 18, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+    grad = torch.randn(2, 2048, 6, 128, device="cuda", dtype=torch.bfloat16)
     results = []
     for attend in (*attention_for("fa4", tokens, [torch.tensor(window)], documents),
                    *attention_for("flex", tokens, [torch.tensor(window, device="cuda")])):
-        out = attend(q, k, v)
+        out = attend(*qkv.split(6, dim=2))
         out.backward(grad)
-        results.append([out.detach().float(), *(t.grad.float() for t in (q, k, v))])
-        for t in (q, k, v):
-            t.grad = None
+        results.append([out.detach().float(), *qkv.grad.float().split(6, dim=2)])
+        qkv.grad = None
     for fa4, flex in zip(*results):
         assert ((fa4 - flex).norm() / flex.norm()).item() < 1e-2

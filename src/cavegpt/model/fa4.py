@@ -59,7 +59,7 @@ def _fa4_forward(q: Tensor, k: Tensor, v: Tensor, cu_seqlens: Tensor, sizes: Ten
 
 @_fa4_forward.register_fake
 def _(q, k, v, cu_seqlens, sizes, window):
-    return torch.empty_like(q), q.new_empty((q.size(1), q.size(0)), dtype=torch.float32)
+    return q.new_empty(q.shape), q.new_empty((q.size(1), q.size(0)), dtype=torch.float32)  # FA4's own: contiguous
 
 
 @torch.library.custom_op("cavegpt::fa4_backward", mutates_args=())
@@ -72,7 +72,7 @@ def _fa4_backward(grad_out: Tensor, q: Tensor, k: Tensor, v: Tensor, out: Tensor
 
 @_fa4_backward.register_fake
 def _(grad_out, q, k, v, out, lse, cu_seqlens, sizes, window):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)  # as FA4 allocates them
 
 
 def _save(ctx, inputs, output) -> None:
@@ -91,6 +91,8 @@ _fa4_forward.register_autograd(_differentiate, setup_context=_save)
 def fa4_attention(q: Tensor, k: Tensor, v: Tensor, documents: Documents, window: Tensor) -> Tensor:
     """Attention of ``[B, T, H, D]`` q, k, v over ``documents``; ``window`` is a 0-d CPU tensor."""
     B, T, H, D = q.shape
-    flat = [t.reshape(B * T, H, D).contiguous() for t in (q, k, v)]
+    # no copies: FA4 reads strided rows (V may be a view into the joined Q/K/V product) and copies only what its
+    # alignment rules refuse
+    flat = [t.reshape(B * T, H, D) for t in (q, k, v)]
     out, _ = torch.ops.cavegpt.fa4_forward(*flat, documents.cu_seqlens, documents.sizes, window)
     return out.view(B, T, H, D)
