@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Issue 16, after session 15 (`seed` at 461,618 tokens/s with FA4 in session 14; the bar is 500k):
 #   park:    (carry .whl/cu13a) the first half of the FA4 wheels to /tmp; the next call must follow at once.
-#   casts:   (one warm H100 after park, carry .whl/fa4 and .devdata/session15start, made with `mkdir -p
-#            .devdata/session15start && git archive 566951a src | tar -x -C .devdata/session15start`) the block
-#            weights cast to bf16 once per step (cavegpt.train.bf16_weights): its GPU test (the same losses and
-#            weights as autocast's casts, compiled), then `seed` with FA4 before and after, then `record` at its
-#            last stage after.
-# Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|casts   (figures under $OUT)
+#   casts:   (one warm H100 after park, carry .whl/fa4, .devdata/session15start and .devdata/standins, made with
+#            `mkdir -p .devdata/X && git archive REV src | tar -x -C .devdata/X`, REV 566951a and 890cf0b) the block
+#            weights cast to bf16 once per step (cavegpt.train.bf16_weights) and FA4 reading Q/K/V in place:
+#            `seed` with FA4 before both, with the casts alone, with both.
+#   record:  (one warm H100 after park, carry .whl/fa4 and .devdata/session15start) both changes' GPU tests (the
+#            same losses and weights as autocast's casts, compiled; FA4 against Flex on split views), then
+#            `record` at its last stage before and after.
+# Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|casts|record   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed10
@@ -16,10 +18,15 @@ park)
     ;;
 casts)
     install_fa4
-    python -m pytest -q tests/test_bf16_weights.py > "$out/bf16_weights_tests.txt" 2>&1
-    tail -1 "$out/bf16_weights_tests.txt"
     older session15start seed_before --preset seed "${synthetic[@]}" attention=fa4
-    bench seed_after --preset seed "${synthetic[@]}" attention=fa4
+    older standins seed_casts --preset seed "${synthetic[@]}" attention=fa4
+    bench seed_both --preset seed "${synthetic[@]}" attention=fa4
+    ;;
+record)
+    install_fa4
+    python -m pytest -q tests/test_bf16_weights.py tests/test_attention.py > "$out/tests.txt" 2>&1
+    tail -1 "$out/tests.txt"
+    older session15start record_before --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
     bench record_after --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
     ;;
 esac
