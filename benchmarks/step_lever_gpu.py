@@ -64,7 +64,7 @@ def main(synthetic_data: list[str]) -> None:
     config = build_config(preset, [*synthetic_data, *overrides])
     trainer = Trainer(config, echo=False)
     if lever in ("autocast_casts", "autograd_adds", "compiled_autograd"):
-        trainer.bf16_weights, trainer.differentiated = None, trainer.trainable
+        trainer.bf16_weights = None
     seconds = trainer.warmup()
     if lever == "cudagraphs":
         for p in trainer.model.parameters():

@@ -32,11 +32,11 @@ def test_stand_ins_give_autocasts_losses_and_gradients_bit_for_bit() -> None:
         params = list(model.parameters())
         weights = Bf16Weights(model, skip=(model.lm_head,))
         losses = []
-        with weights.standing_in() if stand_in else contextlib.nullcontext():
+        with weights.standing_in(params) if stand_in else contextlib.nullcontext(params) as differentiated:
             for tokens in batches:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     loss = model(tokens[:, :-1], torch.tensor(64), tokens[:, 1:])
-                accumulate_gradients(loss, weights.substitute(params) if stand_in else params, params)
+                accumulate_gradients(loss, differentiated, params)
                 losses.append(loss.item())
         runs.append((losses, [p.grad for p in params]))
     (plain_losses, plain_grads), (stand_in_losses, stand_in_grads) = runs
@@ -52,12 +52,11 @@ def test_stand_ins_cover_the_block_linears_and_leave_no_trace() -> None:
     weights = Bf16Weights(model, skip=(model.lm_head,))
     linears = [name for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name != "lm_head"]
     assert len(weights.copies) == len(linears) == 1 + CONFIG.n_layer * 7  # the smear gate; Q, K, V, out, gate, MLP×2
-    with weights.standing_in():
+    with weights.standing_in(list(before.values())) as substituted:
         assert all(model.get_submodule(name).weight.dtype == torch.bfloat16 for name in linears)
         assert model.lm_head.weight.dtype == torch.float32
         assert torch.equal(model.blocks[0].mlp.c_fc.weight, before["blocks.0.mlp.c_fc.weight"].bfloat16())
     assert all(p is before[name] for name, p in model.named_parameters())  # the float32 parameters are back
-    substituted = weights.substitute(list(before.values()))
     assert sum(s is not p for s, p in zip(substituted, before.values())) == len(linears)
 
 
@@ -68,7 +67,7 @@ def test_each_step_copies_the_weights_afresh_and_an_error_inside_restores_them()
     with torch.no_grad():
         owner.add_(1.0)  # an optimizer step
     try:
-        with weights.standing_in():
+        with weights.standing_in([]):
             assert torch.equal(model.blocks[1].attn.c_q.weight, owner.bfloat16())
             raise KeyboardInterrupt
     except KeyboardInterrupt:
@@ -87,7 +86,7 @@ def test_compiled_training_steps_alike_with_the_stand_ins_and_without(tmp_path: 
         trainer = Trainer(build_config("tiny", ["device=cuda", f"log_dir={tmp_path}"]), echo=False)
         assert trainer.bf16_weights is not None
         if not stand_in:
-            trainer.bf16_weights, trainer.differentiated = None, trainer.trainable
+            trainer.bf16_weights = None
         start = [p.detach().clone() for p in trainer.model.parameters()]
         losses = [trainer.train_step(step).item() for step in range(3)]
         runs.append((losses, [p.detach() - p0 for p, p0 in zip(trainer.model.parameters(), start)]))

@@ -28,23 +28,19 @@ class Bf16Weights:
         self.linears = [m for m in model.modules() if isinstance(m, nn.Linear) and all(m is not s for s in skip)]
         self.owners = [m.weight for m in self.linears]
         self.copies = [w.detach().to(torch.bfloat16).requires_grad_() for w in self.owners]
+        self.copy_of = {id(owner): copy for owner, copy in zip(self.owners, self.copies)}
 
     @contextlib.contextmanager
-    def standing_in(self) -> Iterator[None]:
+    def standing_in(self, params: list[Tensor]) -> Iterator[list[Tensor]]:
         """Inside: the linears hold this step's bf16 copies of their weights (the same tensors every step,
-        so a compiled graph reads them as it read the last step's); on exit the float32 parameters return."""
+        so a compiled graph reads them as it read the last step's), and ``params`` with each stood-in weight
+        replaced by its copy is what to differentiate; on exit the float32 parameters return."""
         with torch.no_grad():
             torch._foreach_copy_(self.copies, self.owners)
         for linear, copy in zip(self.linears, self.copies):
             linear._parameters["weight"] = copy
         try:
-            yield
+            yield [self.copy_of.get(id(p), p) for p in params]
         finally:
             for linear, owner in zip(self.linears, self.owners):
                 linear._parameters["weight"] = owner
-
-    def substitute(self, params: list[Tensor]) -> list[Tensor]:
-        """``params`` with each stood-in weight replaced by its copy: what to differentiate inside
-        :meth:`standing_in`."""
-        copy_of = {id(owner): copy for owner, copy in zip(self.owners, self.copies)}
-        return [copy_of.get(id(p), p) for p in params]

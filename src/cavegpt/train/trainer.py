@@ -171,7 +171,6 @@ class Trainer:
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         # under bf16 autocast the block weights are cast once per step, not once per micro-batch
         self.bf16_weights = Bf16Weights(self.model, skip=(self.model.lm_head,)) if self.bf16_autocast else None
-        self.differentiated = self.bf16_weights.substitute(self.trainable) if self.bf16_weights else self.trainable
         self.sharded = ShardedStep(self.param_groups, Optimizers.MATRIX_GROUPS, self.world)
         self.optimizers = Optimizers(self.sharded.local, self.config.optim, train_cfg.num_iterations)
         self.forward = torch.compile(self.model, dynamic=False) if train_cfg.compile and self.on_cuda else self.model
@@ -206,9 +205,12 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def training_weights(self) -> contextlib.AbstractContextManager:
-        """Where micro-batches train: with the block weights' bf16 copies standing in under bf16 autocast."""
-        return self.bf16_weights.standing_in() if self.bf16_weights else contextlib.nullcontext()
+    def training_weights(self) -> contextlib.AbstractContextManager[list[Tensor]]:
+        """Where micro-batches train, giving the tensors to differentiate: under bf16 autocast the block weights'
+        bf16 copies stand in for them."""
+        if self.bf16_weights:
+            return self.bf16_weights.standing_in(self.trainable)
+        return contextlib.nullcontext(self.trainable)
 
     def set_window(self, tokens: int) -> None:
         if tokens != self.window_tokens:  # fill_ is a device write, no host sync
@@ -261,10 +263,10 @@ class Trainer:
         accum = self.micro_batches_at(step)
         local = local_micro_batches(accum, self.world)
         total = torch.zeros((), device=self.device)
-        with self.training_weights():
+        with self.training_weights() as differentiated:
             for inputs, targets, documents in rank_batches(self.train_stream, accum, self.world):
                 objective, loss = self.train_forward(inputs, targets, documents, step)
-                accumulate_gradients(objective / local, self.differentiated, self.trainable)
+                accumulate_gradients(objective / local, differentiated, self.trainable)
                 total += loss.detach()
         # the small sum (loss, health) goes first: NCCL runs collectives in order, and the host waits on it
         names, summary = gradient_health(total, self.param_groups) if guard else ([], total.reshape(1))
@@ -297,9 +299,9 @@ class Trainer:
         start = time.perf_counter()
         position = self.train_stream.position
         inputs, targets, documents = self.train_stream.next_batch()
-        with self.training_weights():
+        with self.training_weights() as differentiated:
             objective, _ = self.train_forward(inputs, targets, documents, 0)  # the training graph
-            accumulate_gradients(objective, self.differentiated, self.trainable)
+            accumulate_gradients(objective, differentiated, self.trainable)
         self.model.zero_grad(set_to_none=True)
         with torch.no_grad(), self.autocast():
             self.forward(inputs, self.window, targets, documents=documents)
