@@ -8,7 +8,11 @@
 #   record:  (one warm H100 after park, carry .whl/fa4 and .devdata/session15start) both changes' GPU tests (the
 #            same losses and weights as autocast's casts, compiled; FA4 against Flex on split views), then
 #            `record` at its last stage before and after.
-# Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|casts|record   (figures under $OUT)
+#   seed3:   (session 16; one warm H100 after park, carry .whl/fa4, .devdata/session15start and .devdata/stream, the
+#            latter `git archive lever/bf16-stream-sr src`) `seed` with FA4 before session 15's levers, with the casts
+#            and FA4's in-place reads (this tree), and with the bf16 stream on top.
+#   record3: (as seed3) the casts' and FA4's GPU tests, then the same three for `record` at its last stage.
+# Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|casts|record|seed3|record3   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed10
@@ -28,5 +32,19 @@ record)
     tail -1 "$out/tests.txt"
     older session15start record_before --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
     bench record_after --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
+    ;;
+seed3)
+    install_fa4
+    older session15start seed_before --preset seed "${synthetic[@]}" attention=fa4
+    bench seed_main --preset seed "${synthetic[@]}" attention=fa4
+    older stream seed_stream --preset seed "${synthetic[@]}" attention=fa4 residual=bf16
+    ;;
+record3)
+    install_fa4
+    python -m pytest -q tests/test_bf16_weights.py tests/test_attention.py > "$out/tests.txt" 2>&1
+    tail -1 "$out/tests.txt"
+    older session15start record_before --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
+    bench record_main --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
+    older stream record_stream --preset record "${synthetic[@]}" --at-step 1900 attention=fa4 residual=bf16
     ;;
 esac
