@@ -12,7 +12,9 @@
 #            latter `git archive lever/bf16-stream-sr src`) `seed` with FA4 before session 15's levers, with the casts
 #            and FA4's in-place reads (this tree), and with the bf16 stream on top.
 #   record3: (as seed3) the casts' and FA4's GPU tests, then the same three for `record` at its last stage.
-# Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|casts|record|seed3|record3   (figures under $OUT)
+#   stream2: (as seed3, without session15start) `seed` and `record` with this tree against the bf16 stream, then the
+#            casts' and FA4's GPU tests.
+# Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|casts|record|seed3|record3|stream2   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed10
@@ -46,5 +48,14 @@ record3)
     older session15start record_before --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
     bench record_main --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
     older stream record_stream --preset record "${synthetic[@]}" --at-step 1900 attention=fa4 residual=bf16
+    ;;
+stream2)
+    install_fa4
+    bench seed_main --preset seed "${synthetic[@]}" attention=fa4
+    older stream seed_stream --preset seed "${synthetic[@]}" attention=fa4 residual=bf16
+    bench record_main --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
+    older stream record_stream --preset record "${synthetic[@]}" --at-step 1900 attention=fa4 residual=bf16
+    timeout 150 python -m pytest -q tests/test_bf16_weights.py tests/test_attention.py > "$out/tests.txt" 2>&1
+    tail -1 "$out/tests.txt"
     ;;
 esac
