@@ -14,7 +14,10 @@
 #   record3: (as seed3) the casts' and FA4's GPU tests, then the same three for `record` at its last stage.
 #   stream2: (as seed3, without session15start) `seed` and `record` with this tree against the bf16 stream, then the
 #            casts' and FA4's GPU tests.
-# Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|casts|record|seed3|record3|stream2   (figures under $OUT)
+#   stream3: (as stream2, carry .devdata/streamrn too: .devdata/stream with `self.stochastic = False` in Stream, a
+#            probe) the casts' and FA4's GPU tests, then `seed` with this tree against the bf16 stream rounded to
+#            nearest: what the stream's bytes save before its random bits cost anything.
+# Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|casts|record|seed3|record3|stream2|stream3   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed10
@@ -57,5 +60,13 @@ stream2)
     older stream record_stream --preset record "${synthetic[@]}" --at-step 1900 attention=fa4 residual=bf16
     timeout 150 python -m pytest -q tests/test_bf16_weights.py tests/test_attention.py > "$out/tests.txt" 2>&1
     tail -1 "$out/tests.txt"
+    ;;
+stream3)
+    install_fa4
+    timeout 240 python -m pytest -q tests/test_bf16_weights.py::test_compiled_training_steps_alike_with_the_stand_ins_and_without \
+        tests/test_attention.py::test_fa4_matches_flex_forward_and_backward > "$out/tests.txt" 2>&1
+    tail -1 "$out/tests.txt"
+    bench seed_main --preset seed "${synthetic[@]}" attention=fa4
+    older streamrn seed_stream_nearest --preset seed "${synthetic[@]}" attention=fa4 residual=bf16
     ;;
 esac
