@@ -17,7 +17,9 @@
 #   stream3: (as stream2, carry .devdata/streamrn too: .devdata/stream with `self.stochastic = False` in Stream, a
 #            probe) the casts' and FA4's GPU tests, then `seed` with this tree against the bf16 stream rounded to
 #            nearest: what the stream's bytes save before its random bits cost anything.
-# Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|casts|record|seed3|record3|stream2|stream3   (figures under $OUT)
+#   profile: (one warm H100 after park, carry .whl/fa4) the stand-ins' GPU test, then where a `seed` step with FA4
+#            goes on this tree (benchmarks/profile_step_gpu.py).
+# Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|casts|record|seed3|record3|stream2|stream3|profile   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed10
@@ -68,5 +70,12 @@ stream3)
     tail -1 "$out/tests.txt"
     bench seed_main --preset seed "${synthetic[@]}" attention=fa4
     older streamrn seed_stream_nearest --preset seed "${synthetic[@]}" attention=fa4 residual=bf16
+    ;;
+profile)
+    install_fa4
+    timeout 200 python -m pytest -q tests/test_bf16_weights.py > "$out/tests.txt" 2>&1
+    tail -1 "$out/tests.txt"
+    python benchmarks/profile_step_gpu.py seed attention=fa4 > "$out/profile_seed.txt" 2>&1
+    head -90 "$out/profile_seed.txt" | cut -c1-150
     ;;
 esac

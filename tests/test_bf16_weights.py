@@ -78,11 +78,13 @@ def test_each_step_copies_the_weights_afresh_and_an_error_inside_restores_them()
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: only there do bf16 autocast and the "
                                                             "stand-ins run in the trainer")
 def test_compiled_training_steps_alike_with_the_stand_ins_and_without(tmp_path: Path) -> None:
-    """The first loss bit for bit; after that the runs may part by the GPU's unordered atomic sums (embedding rows,
-    FA4's dQ), so each weight's change over three steps must agree to 1 %: stand-ins that dropped or misplaced a
-    gradient would leave it unchanged or changed another way."""
+    """The first loss bit for bit; after that the runs part by the GPU's unordered atomic sums (embedding rows,
+    FA4's dQ), and Adam turns a tiny gradient's wobble into a full step of either sign. So the stand-ins' run may
+    part from the plain run by no more than a repeat of the plain run does (measured here, with a margin): each
+    weight's change over three steps, relative to its size, at worst. Stand-ins that dropped or misplaced a
+    gradient would leave a weight unchanged or changed another way, which parts by ≈ 1."""
     runs = []
-    for stand_in in (True, False):
+    for stand_in in (True, False, False):
         trainer = Trainer(build_config("tiny", ["device=cuda", f"log_dir={tmp_path}"]), echo=False)
         assert trainer.bf16_weights is not None
         if not stand_in:
@@ -91,8 +93,10 @@ def test_compiled_training_steps_alike_with_the_stand_ins_and_without(tmp_path: 
         losses = [trainer.train_step(step).item() for step in range(3)]
         runs.append((losses, [p.detach() - p0 for p, p0 in zip(trainer.model.parameters(), start)]))
         trainer.close()
-    (with_losses, with_changes), (without_losses, without_changes) = runs
-    assert with_losses[0] == without_losses[0]
-    assert with_losses == pytest.approx(without_losses, abs=1e-3)
-    for a, b in zip(with_changes, without_changes):
-        assert (a - b).norm() <= 0.01 * b.norm() + 1e-8
+    (with_losses, with_changes), (plain_losses, plain_changes), (_, repeat_changes) = runs
+
+    def parting(changes: list[torch.Tensor]) -> float:
+        return max(((c - p).norm() / p.norm().clamp_min(1e-8)).item() for c, p in zip(changes, plain_changes))
+    assert with_losses[0] == plain_losses[0]
+    assert with_losses == pytest.approx(plain_losses, abs=1e-3)
+    assert parting(with_changes) <= 0.01 + 3 * parting(repeat_changes)
