@@ -20,8 +20,8 @@ from cavegpt.train.trainer import Trainer, accumulate_gradients
 STEPS = 3
 
 
-def run(stand_in: bool, log_dir: str) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(each parameter's gradient after one micro-batch, its change over STEPS optimizer steps after that)"""
+def run(stand_in: bool, log_dir: str) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+    """(each parameter's gradient after one micro-batch, its change after each of STEPS optimizer steps)"""
     trainer = Trainer(build_config("tiny", ["device=cuda", f"log_dir={log_dir}", *sys.argv[1:]]), echo=False)
     if not stand_in:
         trainer.bf16_weights = None
@@ -32,9 +32,10 @@ def run(stand_in: bool, log_dir: str) -> tuple[dict[str, torch.Tensor], dict[str
     grads = {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
     trainer.model.zero_grad(set_to_none=True)
     start = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    changes = []
     for step in range(STEPS):
         trainer.train_step(step)
-    changes = {name: p.detach() - start[name] for name, p in trainer.model.named_parameters()}
+        changes.append({name: p.detach() - start[name] for name, p in trainer.model.named_parameters()})
     trainer.close()
     return grads, changes
 
@@ -56,7 +57,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as log_dir:
         runs = [run(s, log_dir) for s in (True, False, False)]
     table("grad, one micro-batch", *(grads for grads, _ in runs))
-    table(f"change over {STEPS} steps", *(changes for _, changes in runs))
+    for step in range(STEPS):
+        table(f"change after step {step}", *(changes[step] for _, changes in runs))
 
 
 if __name__ == "__main__":
