@@ -21,9 +21,9 @@ from cavegpt.train.trainer import Trainer, accumulate_gradients
 STEPS = 3
 
 
-def run(stand_in: bool, log_dir: str) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
+def run(stand_in: bool, log_dir: str, *overrides: str) -> tuple[dict[str, torch.Tensor], list[dict[str, torch.Tensor]]]:
     """(each parameter's gradient after one micro-batch, its change after each of STEPS optimizer steps)"""
-    trainer = Trainer(build_config("tiny", ["device=cuda", f"log_dir={log_dir}", *sys.argv[1:]]), echo=False)
+    trainer = Trainer(build_config("tiny", ["device=cuda", f"log_dir={log_dir}", *sys.argv[1:], *overrides]), echo=False)
     if not stand_in:
         trainer.bf16_weights = None
     with trainer.training_weights() as differentiated:
@@ -61,6 +61,10 @@ def main() -> None:
             runs = [stand_in, plain, repeat]
         else:
             runs = [run(s, log_dir) for s in (True, False, False)]
+        if os.environ.get("EAGER"):  # which of the compiled runs is right: both against the plain run uncompiled
+            eager = run(False, log_dir, "compile=false")
+            runs = [runs[0], eager, runs[1]]
+            print("second column: the compiled plain run; both against the plain run uncompiled")
     table("grad, one micro-batch", *(grads for grads, _ in runs))
     for step in range(STEPS):
         table(f"change after step {step}", *(changes[step] for _, changes in runs))
