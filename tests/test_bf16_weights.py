@@ -7,6 +7,7 @@ import torch
 from cavegpt.config import build_config
 from cavegpt.model.gpt import GPT, ModelConfig
 from cavegpt.train.bf16_weights import Bf16Weights
+from cavegpt.train.distributed import rank_batches
 from cavegpt.train.trainer import Trainer, accumulate_gradients
 
 CONFIG = ModelConfig(n_layer=2, n_head=2, d_model=32, backout_layer=1, window=64, max_seq_len=256, vocab_size=512,
@@ -75,28 +76,35 @@ def test_each_step_copies_the_weights_afresh_and_an_error_inside_restores_them()
     assert model.blocks[1].attn.c_q.weight is owner
 
 
+def micro_batch_gradients(trainer: Trainer) -> tuple[float, dict[str, torch.Tensor]]:
+    """One micro-batch's loss and float32 gradients at the trainer's weights, under its stand-ins if it has them."""
+    with trainer.training_weights() as differentiated:
+        for inputs, targets, documents in rank_batches(trainer.train_stream, 1, trainer.world):
+            objective, loss = trainer.train_forward(inputs, targets, documents, 1)
+            accumulate_gradients(objective, differentiated, trainer.trainable)
+    grads = {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
+    trainer.model.zero_grad(set_to_none=True)
+    return loss.item(), grads
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: only there do bf16 autocast and the "
                                                             "stand-ins run in the trainer")
-def test_compiled_training_steps_alike_with_the_stand_ins_and_without(tmp_path: Path) -> None:
-    """The first loss bit for bit; after that the runs part by the GPU's unordered atomic sums (embedding rows,
-    FA4's dQ), and Adam turns a tiny gradient's wobble into a full step of either sign. So the stand-ins' run may
-    part from the plain run by no more than a repeat of the plain run does (measured here, with a margin): each
-    weight's change over three steps, relative to its size, at worst. Stand-ins that dropped or misplaced a
-    gradient would leave a weight unchanged or changed another way, which parts by ≈ 1."""
-    runs = []
-    for stand_in in (True, False, False):
-        trainer = Trainer(build_config("tiny", ["device=cuda", f"log_dir={tmp_path}"]), echo=False)
-        assert trainer.bf16_weights is not None
-        if not stand_in:
-            trainer.bf16_weights = None
-        start = [p.detach().clone() for p in trainer.model.parameters()]
-        losses = [trainer.train_step(step).item() for step in range(3)]
-        runs.append((losses, [p.detach() - p0 for p, p0 in zip(trainer.model.parameters(), start)]))
-        trainer.close()
-    (with_losses, with_changes), (plain_losses, plain_changes), (_, repeat_changes) = runs
-
-    def parting(changes: list[torch.Tensor]) -> float:
-        return max(((c - p).norm() / p.norm().clamp_min(1e-8)).item() for c, p in zip(changes, plain_changes))
-    assert with_losses[0] == plain_losses[0]
-    assert with_losses == pytest.approx(plain_losses, abs=1e-3)
-    assert parting(with_changes) <= 0.01 + 3 * parting(repeat_changes)
+def test_compiled_gradients_alike_with_the_stand_ins_and_without(tmp_path: Path) -> None:
+    """After one optimizer step (the zero-initialised projections are live then), one micro-batch's gradients with
+    the stand-ins and without, from the same weights and tokens. The two compiled graphs may sum in other orders
+    (≈ 1e-6 apart); a dropped or misplaced gradient parts by ≈ 1. (Weight changes over several steps are no test:
+    Adam turns such rounding in a scalar whose gradients nearly cancel into a step of another size or sign, and
+    on an H100 the compiled and the uncompiled plain runs part by 25 % there too, session 16.)"""
+    trainer = Trainer(build_config("tiny", ["device=cuda", f"log_dir={tmp_path}"]), echo=False)
+    assert trainer.bf16_weights is not None
+    trainer.train_step(0)
+    position = trainer.train_stream.position
+    with_loss, with_grads = micro_batch_gradients(trainer)
+    trainer.train_stream.seek(*position)
+    trainer.bf16_weights = None
+    plain_loss, plain_grads = micro_batch_gradients(trainer)
+    trainer.close()
+    assert with_loss == pytest.approx(plain_loss, abs=1e-4)
+    assert with_grads.keys() == plain_grads.keys()
+    for name, plain in plain_grads.items():
+        assert (with_grads[name] - plain).norm() <= 1e-2 * plain.norm() + 1e-12, name
