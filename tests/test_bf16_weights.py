@@ -91,8 +91,11 @@ def micro_batch_gradients(trainer: Trainer) -> tuple[float, dict[str, torch.Tens
                                                             "stand-ins run in the trainer")
 def test_compiled_gradients_alike_with_the_stand_ins_and_without(tmp_path: Path) -> None:
     """After one optimizer step (the zero-initialised projections are live then), one micro-batch's gradients with
-    the stand-ins and without, from the same weights and tokens. The two compiled graphs may sum in other orders
-    (≈ 1e-6 apart); a dropped or misplaced gradient parts by ≈ 1. (Weight changes over several steps are no test:
+    the stand-ins and without, from the same weights and tokens: a dropped or misplaced gradient parts by ≈ 1. The
+    two compiled graphs sum some reductions in other orders: on an H100 (session 16) every matrix and table came
+    out bit for bit, but scalars whose gradient nearly cancels over the tokens parted by up to 1.8 % (the backout
+    λ 1.3 %). A gradient a million times smaller than the whole (the U-net skip weights' at ≈ 1e-9 here, where
+    rounding is all there is) is held to that scale. (Weight changes over several steps are no test:
     Adam turns such rounding in a scalar whose gradients nearly cancel into a step of another size or sign, and
     on an H100 the compiled and the uncompiled plain runs part by 25 % there too, session 16.)"""
     trainer = Trainer(build_config("tiny", ["device=cuda", f"log_dir={tmp_path}"]), echo=False)
@@ -106,5 +109,7 @@ def test_compiled_gradients_alike_with_the_stand_ins_and_without(tmp_path: Path)
     trainer.close()
     assert with_loss == pytest.approx(plain_loss, abs=1e-4)
     assert with_grads.keys() == plain_grads.keys()
-    for name, plain in plain_grads.items():
-        assert (with_grads[name] - plain).norm() <= 1e-2 * plain.norm() + 1e-12, name
+    scale = torch.stack([g.norm() for g in plain_grads.values()]).norm()
+    partings = {name: ((with_grads[name] - plain).norm() / (plain.norm() + 1e-6 * scale)).item()
+                for name, plain in plain_grads.items()}
+    assert max(partings.values()) <= 0.1, partings
