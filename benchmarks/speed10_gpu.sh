@@ -1,17 +1,9 @@
 #!/usr/bin/env bash
-# Issue 16, after session 15 (`seed` at 461,618 tokens/s with FA4 in session 14; the bar is 500k):
+# Issue 16, session 16 (`seed` at 461,618 tokens/s with FA4 in session 14; the bar is 500k):
 #   park:    (carry .whl/cu13a) the first half of the FA4 wheels to /tmp; the next call must follow at once.
-#   casts:   (one warm H100 after park, carry .whl/fa4, .devdata/session15start and .devdata/standins, made with
-#            `mkdir -p .devdata/X && git archive REV src | tar -x -C .devdata/X`, REV 566951a and 890cf0b) the block
-#            weights cast to bf16 once per step (cavegpt.train.bf16_weights) and FA4 reading Q/K/V in place:
-#            `seed` with FA4 before both, with the casts alone, with both.
-#   record:  (one warm H100 after park, carry .whl/fa4 and .devdata/session15start) both changes' GPU tests (the
-#            same losses and weights as autocast's casts, compiled; FA4 against Flex on split views), then
-#            `record` at its last stage before and after.
-#   seed3:   (session 16; one warm H100 after park, carry .whl/fa4, .devdata/session15start and .devdata/stream, the
+#   seed3:   (one warm H100 after park, carry .whl/fa4, .devdata/session15start and .devdata/stream, the
 #            latter `git archive lever/bf16-stream-sr src`) `seed` with FA4 before session 15's levers, with the casts
 #            and FA4's in-place reads (this tree), and with the bf16 stream on top.
-#   record3: (as seed3) the casts' and FA4's GPU tests, then the same three for `record` at its last stage.
 #   stream2: (as seed3, without session15start) `seed` and `record` with this tree against the bf16 stream, then the
 #            casts' and FA4's GPU tests.
 #   stream3: (as stream2, carry .devdata/streamrn too: .devdata/stream with `self.stochastic = False` in Stream, a
@@ -19,7 +11,7 @@
 #            nearest: what the stream's bytes save before its random bits cost anything.
 #   profile: (one warm H100 after park, carry .whl/fa4) the stand-ins' GPU test, then where a `seed` step with FA4
 #            goes on this tree (benchmarks/profile_step_gpu.py).
-# Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|casts|record|seed3|record3|stream2|stream3|profile   (figures under $OUT)
+# Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|seed3|stream2|stream3|profile   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed10
@@ -27,32 +19,11 @@ case $stage in
 park)
     park_fa4_half
     ;;
-casts)
-    install_fa4
-    older session15start seed_before --preset seed "${synthetic[@]}" attention=fa4
-    older standins seed_casts --preset seed "${synthetic[@]}" attention=fa4
-    bench seed_both --preset seed "${synthetic[@]}" attention=fa4
-    ;;
-record)
-    install_fa4
-    python -m pytest -q tests/test_bf16_weights.py tests/test_attention.py > "$out/tests.txt" 2>&1
-    tail -1 "$out/tests.txt"
-    older session15start record_before --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
-    bench record_after --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
-    ;;
 seed3)
     install_fa4
     older session15start seed_before --preset seed "${synthetic[@]}" attention=fa4
     bench seed_main --preset seed "${synthetic[@]}" attention=fa4
     older stream seed_stream --preset seed "${synthetic[@]}" attention=fa4 residual=bf16
-    ;;
-record3)
-    install_fa4
-    python -m pytest -q tests/test_bf16_weights.py tests/test_attention.py > "$out/tests.txt" 2>&1
-    tail -1 "$out/tests.txt"
-    older session15start record_before --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
-    bench record_main --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
-    older stream record_stream --preset record "${synthetic[@]}" --at-step 1900 attention=fa4 residual=bf16
     ;;
 stream2)
     install_fa4
