@@ -11,7 +11,10 @@
 #            nearest: what the stream's bytes save before its random bits cost anything.
 #   profile: (one warm H100 after park, carry .whl/fa4) the stand-ins' GPU test, then where a `seed` step with FA4
 #            goes on this tree (benchmarks/profile_step_gpu.py).
-# Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|seed3|stream2|stream3|profile   (figures under $OUT)
+#   gradadds: (one warm H100 after park, carry .whl/fa4 and .devdata/gradadds, `git archive lever/compiled-grad-adds
+#            src`) `seed` with FA4 on this tree, with the stand-ins' gradients summed by one compiled foreach add,
+#            and on this tree again (the same call's spread).
+# Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|seed3|stream2|stream3|profile|gradadds   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed10
@@ -48,5 +51,11 @@ profile)
     tail -1 "$out/tests.txt"
     python benchmarks/profile_step_gpu.py seed attention=fa4 > "$out/profile_seed.txt" 2>&1
     head -90 "$out/profile_seed.txt" | cut -c1-150
+    ;;
+gradadds)
+    install_fa4
+    bench seed_main --preset seed "${synthetic[@]}" attention=fa4
+    older gradadds seed_gradadds --preset seed "${synthetic[@]}" attention=fa4
+    bench seed_main_again --preset seed "${synthetic[@]}" attention=fa4
     ;;
 esac
