@@ -41,22 +41,34 @@ def accumulate_gradients(loss: Tensor, params: list[Tensor], owners: list[Tensor
 
     Autograd's own accumulation launches one add per parameter as its gradient arrives: about 110 kernels
     of a few µs per seed micro-batch, 20 ms of a step in session 8's profile (docs/BENCHMARKS.md). The same
-    sums, in the same order, as ``_foreach_add_`` after the backward, one per gradient dtype. ``owners[i]``
+    sums, in the same order, as ``_foreach_add_`` after the backward, one per pair of dtypes. ``owners[i]``
     (default: ``params[i]``) is the tensor whose ``.grad`` receives ``params[i]``'s gradient: a float32
     parameter for its bf16 stand-in (:mod:`cavegpt.train.bf16_weights`). A parameter whose backward writes its
     own ``.grad`` (the embedding tables under ``GPT.look_up(into_grad=True)``) comes back unused and is left alone.
     """
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     arrived = [(p, g) for p, g in zip(params if owners is None else owners, grads) if g is not None]
-    adds: dict[torch.dtype, list[tuple[Tensor, Tensor]]] = {}
+    adds: dict[tuple[torch.dtype, torch.dtype], list[tuple[Tensor, Tensor]]] = {}
     for p, g in arrived:
         if p.grad is None:
             p.grad = g.to(p.dtype)
         else:
-            adds.setdefault(g.dtype, []).append((p.grad, g))
-    for pairs in adds.values():  # by the gradients' dtype: bf16 ones in the list would send float32 ones down the
-        # per-tensor path too (the multi-tensor kernel takes one dtype)
-        torch._foreach_add_([total for total, _ in pairs], [g for _, g in pairs])
+            adds.setdefault((p.grad.dtype, g.dtype), []).append((p.grad, g))
+    for (total_dtype, grad_dtype), pairs in adds.items():  # by dtypes: the multi-tensor kernel takes one dtype
+        totals, new = [total for total, _ in pairs], [g for _, g in pairs]
+        if grad_dtype == total_dtype:
+            torch._foreach_add_(totals, new)
+        else:
+            # bf16 gradients of stand-ins into float32 .grad: PyTorch's own foreach add then runs one
+            # unvectorized kernel per tensor, ≈ 80 per seed micro-batch (9.2 ms a step on an H100, session 16);
+            # inductor fuses the conversion into a few multi-tensor kernels
+            _add_converted(totals, new)
+
+
+@torch.compile(dynamic=False, fullgraph=True)
+def _add_converted(totals: list[Tensor], grads: list[Tensor]) -> None:
+    """``totals[i] += grads[i]`` where the two differ in dtype (each sum rounded once, as the per-tensor add's)."""
+    torch._foreach_add_(totals, grads)
 
 
 @dataclass
@@ -300,8 +312,9 @@ class Trainer:
         position = self.train_stream.position
         inputs, targets, documents = self.train_stream.next_batch()
         with self.training_weights() as differentiated:
-            objective, _ = self.train_forward(inputs, targets, documents, 0)  # the training graph
-            accumulate_gradients(objective, differentiated, self.trainable)
+            for _ in range(2):  # the training graph; the second micro-batch compiles the sums into .grad
+                objective, _ = self.train_forward(inputs, targets, documents, 0)
+                accumulate_gradients(objective, differentiated, self.trainable)
         self.model.zero_grad(set_to_none=True)
         with torch.no_grad(), self.autocast():
             self.forward(inputs, self.window, targets, documents=documents)
