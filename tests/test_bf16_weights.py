@@ -77,9 +77,10 @@ def test_each_step_copies_the_weights_afresh_and_an_error_inside_restores_them()
 
 
 def micro_batch_gradients(trainer: Trainer) -> tuple[float, dict[str, torch.Tensor]]:
-    """One micro-batch's loss and float32 gradients at the trainer's weights, under its stand-ins if it has them."""
+    """Two micro-batches' last loss and summed float32 gradients at the trainer's weights, under its stand-ins if it
+    has them (the second micro-batch's bf16 gradients go through the compiled add into .grad)."""
     with trainer.training_weights() as differentiated:
-        for inputs, targets, documents in rank_batches(trainer.train_stream, 1, trainer.world):
+        for inputs, targets, documents in rank_batches(trainer.train_stream, 2, trainer.world):
             objective, loss = trainer.train_forward(inputs, targets, documents, 1)
             accumulate_gradients(objective, differentiated, trainer.trainable)
     grads = {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
@@ -90,7 +91,7 @@ def micro_batch_gradients(trainer: Trainer) -> tuple[float, dict[str, torch.Tens
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: only there do bf16 autocast and the "
                                                             "stand-ins run in the trainer")
 def test_compiled_gradients_alike_with_the_stand_ins_and_without(tmp_path: Path) -> None:
-    """After one optimizer step (the zero-initialised projections are live then), one micro-batch's gradients with
+    """After one optimizer step (the zero-initialised projections are live then), two micro-batches' gradients with
     the stand-ins and without, from the same weights and tokens: a dropped or misplaced gradient parts by ≈ 1. The
     two compiled graphs sum some reductions in other orders: on an H100 (session 16) every matrix and table came
     out bit for bit, but scalars whose gradient nearly cancels over the tokens parted by up to 1.8 % (the backout
