@@ -15,7 +15,7 @@ import torch
 
 from cavegpt.config import build_config
 from cavegpt.train.distributed import rank_batches
-from cavegpt.train.trainer import Trainer, accumulate_gradients
+from cavegpt.train.trainer import Trainer
 
 
 STEPS = 3
@@ -26,10 +26,7 @@ def run(stand_in: bool, log_dir: str, *overrides: str) -> tuple[dict[str, torch.
     trainer = Trainer(build_config("tiny", ["device=cuda", f"log_dir={log_dir}", *sys.argv[1:], *overrides]), echo=False)
     if not stand_in:
         trainer.bf16_weights = None
-    with trainer.training_weights() as differentiated:
-        for inputs, targets, documents in rank_batches(trainer.train_stream, 1, trainer.world):
-            objective, _ = trainer.train_forward(inputs, targets, documents, 0)
-            accumulate_gradients(objective, differentiated, trainer.trainable)
+    trainer.accumulate(rank_batches(trainer.train_stream, 1, trainer.world), 0)
     grads = {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
     trainer.model.zero_grad(set_to_none=True)
     start = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}

@@ -77,12 +77,9 @@ def test_each_step_copies_the_weights_afresh_and_an_error_inside_restores_them()
 
 
 def micro_batch_gradients(trainer: Trainer) -> tuple[float, dict[str, torch.Tensor]]:
-    """Two micro-batches' last loss and summed float32 gradients at the trainer's weights, under its stand-ins if it
+    """Two micro-batches' summed loss and float32 gradients at the trainer's weights, under its stand-ins if it
     has them (the second micro-batch's bf16 gradients go through the compiled add into .grad)."""
-    with trainer.training_weights() as differentiated:
-        for inputs, targets, documents in rank_batches(trainer.train_stream, 2, trainer.world):
-            objective, loss = trainer.train_forward(inputs, targets, documents, 1)
-            accumulate_gradients(objective, differentiated, trainer.trainable)
+    loss = trainer.accumulate(rank_batches(trainer.train_stream, 2, trainer.world), 1)
     grads = {name: p.grad.clone() for name, p in trainer.model.named_parameters() if p.grad is not None}
     trainer.model.zero_grad(set_to_none=True)
     return loss.item(), grads

@@ -6,13 +6,14 @@ import contextlib
 import random
 import time
 import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
-from cavegpt.data.loader import TokenStream, find_shards, validation_stream
+from cavegpt.data.loader import Batch, TokenStream, find_shards, validation_stream
 from cavegpt.model.attention import Documents, resolve_attention
 from cavegpt.model.gpt import GPT
 from cavegpt.optim.optimizers import Optimizers
@@ -264,6 +265,17 @@ class Trainer:
             loss = self.forward(inputs, self.window, targets, documents=documents, rows=rows)
             return loss, loss
 
+    def accumulate(self, batches: Iterable[Batch], step: int, share: int = 1) -> Tensor:
+        """Forward and backward passes over ``batches`` as micro-batches of ``step``, each objective divided by
+        ``share``, their gradients summed into ``.grad``; returns the sum of their next-token losses (on device)."""
+        total = torch.zeros((), device=self.device)
+        with self.training_weights() as differentiated:
+            for inputs, targets, documents in batches:
+                objective, loss = self.train_forward(inputs, targets, documents, step)
+                accumulate_gradients(objective / share, differentiated, self.trainable)
+                total += loss.detach()
+        return total
+
     def train_step(self, step: int, guard: bool = False) -> Tensor:
         """One optimizer step over the step's micro-batches; returns their mean next-token loss (on device).
 
@@ -273,13 +285,8 @@ class Trainer:
         ahead. With ``guard``, a non-finite loss or gradient raises before the weights change.
         """
         accum = self.micro_batches_at(step)
-        local = local_micro_batches(accum, self.world)
-        total = torch.zeros((), device=self.device)
-        with self.training_weights() as differentiated:
-            for inputs, targets, documents in rank_batches(self.train_stream, accum, self.world):
-                objective, loss = self.train_forward(inputs, targets, documents, step)
-                accumulate_gradients(objective / local, differentiated, self.trainable)
-                total += loss.detach()
+        total = self.accumulate(rank_batches(self.train_stream, accum, self.world), step,
+                                local_micro_batches(accum, self.world))
         # the small sum (loss, health) goes first: NCCL runs collectives in order, and the host waits on it
         names, summary = gradient_health(total, self.param_groups) if guard else ([], total.reshape(1))
         summary = sum_over_ranks(summary, self.world)
@@ -310,11 +317,9 @@ class Trainer:
         """Compile (or just touch) the training and validation graphs; leaves weights untouched."""
         start = time.perf_counter()
         position = self.train_stream.position
-        inputs, targets, documents = self.train_stream.next_batch()
-        with self.training_weights() as differentiated:
-            for _ in range(2):  # the training graph; the second micro-batch compiles the sums into .grad
-                objective, _ = self.train_forward(inputs, targets, documents, 0)
-                accumulate_gradients(objective, differentiated, self.trainable)
+        batch = self.train_stream.next_batch()
+        inputs, targets, documents = batch
+        self.accumulate([batch] * 2, 0)  # the training graph; the second micro-batch compiles the sums into .grad
         self.model.zero_grad(set_to_none=True)
         with torch.no_grad(), self.autocast():
             self.forward(inputs, self.window, targets, documents=documents)
