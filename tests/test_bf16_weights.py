@@ -22,9 +22,11 @@ def live_model() -> GPT:
     return model
 
 
-def test_stand_ins_give_autocasts_losses_and_gradients_bit_for_bit() -> None:
+@pytest.mark.parametrize("compiled_adds", [False, True])
+def test_stand_ins_give_autocasts_losses_and_gradients_bit_for_bit(compiled_adds: bool) -> None:
     """Three micro-batches under bf16 autocast: with the bf16 copies standing in, the same losses and the same
-    float32 .grad as autocast casting the float32 weights itself, through the fused MLP and the joined Q/K/V."""
+    float32 .grad as autocast casting the float32 weights itself, through the fused MLP and the joined Q/K/V, with
+    the bf16 gradients summed into .grad by PyTorch's foreach add or by the compiled one."""
     torch.manual_seed(0)
     batches = [torch.randint(0, 512, (1, 65)) for _ in range(3)]
     runs = []
@@ -37,7 +39,7 @@ def test_stand_ins_give_autocasts_losses_and_gradients_bit_for_bit() -> None:
             for tokens in batches:
                 with torch.autocast("cpu", dtype=torch.bfloat16):
                     loss = model(tokens[:, :-1], torch.tensor(64), tokens[:, 1:])
-                accumulate_gradients(loss, differentiated, params)
+                accumulate_gradients(loss, differentiated, params, compiled_adds)
                 losses.append(loss.item())
         runs.append((losses, [p.grad for p in params]))
     (plain_losses, plain_grads), (stand_in_losses, stand_in_grads) = runs

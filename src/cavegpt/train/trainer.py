@@ -37,7 +37,8 @@ from cavegpt.train.sharding import ShardedStep
 STEP_ORDER = ("matrices", "lm_head", "scalars", "embeddings")
 
 
-def accumulate_gradients(loss: Tensor, params: list[Tensor], owners: list[Tensor] | None = None) -> None:
+def accumulate_gradients(loss: Tensor, params: list[Tensor], owners: list[Tensor] | None = None,
+                         compiled_adds: bool = False) -> None:
     """``loss.backward()`` for ``params``, with the new gradients added into ``.grad`` by multi-tensor adds.
 
     Autograd's own accumulation launches one add per parameter as its gradient arrives: about 110 kernels
@@ -46,6 +47,7 @@ def accumulate_gradients(loss: Tensor, params: list[Tensor], owners: list[Tensor
     (default: ``params[i]``) is the tensor whose ``.grad`` receives ``params[i]``'s gradient: a float32
     parameter for its bf16 stand-in (:mod:`cavegpt.train.bf16_weights`). A parameter whose backward writes its
     own ``.grad`` (the embedding tables under ``GPT.look_up(into_grad=True)``) comes back unused and is left alone.
+    With ``compiled_adds`` the sums of gradients into a ``.grad`` of another dtype run compiled.
     """
     grads = torch.autograd.grad(loss, params, allow_unused=True)
     arrived = [(p, g) for p, g in zip(params if owners is None else owners, grads) if g is not None]
@@ -57,13 +59,13 @@ def accumulate_gradients(loss: Tensor, params: list[Tensor], owners: list[Tensor
             adds.setdefault((p.grad.dtype, g.dtype), []).append((p.grad, g))
     for (total_dtype, grad_dtype), pairs in adds.items():  # by dtypes: the multi-tensor kernel takes one dtype
         totals, new = [total for total, _ in pairs], [g for _, g in pairs]
-        if grad_dtype == total_dtype:
-            torch._foreach_add_(totals, new)
-        else:
-            # bf16 gradients of stand-ins into float32 .grad: PyTorch's own foreach add then runs one
-            # unvectorized kernel per tensor, ≈ 80 per seed micro-batch (9.2 ms a step on an H100, session 16);
-            # inductor fuses the conversion into a few multi-tensor kernels
+        if compiled_adds and grad_dtype != total_dtype:
+            # bf16 gradients of stand-ins into float32 .grad: PyTorch's own foreach add runs one unvectorized
+            # kernel per tensor there, ≈ 80 per seed micro-batch (9.2 ms a step on an H100, session 16); inductor
+            # fuses the conversion into a few multi-tensor kernels
             _add_converted(totals, new)
+        else:
+            torch._foreach_add_(totals, new)
 
 
 @torch.compile(dynamic=False, fullgraph=True)
@@ -272,7 +274,7 @@ class Trainer:
         with self.training_weights() as differentiated:
             for inputs, targets, documents in batches:
                 objective, loss = self.train_forward(inputs, targets, documents, step)
-                accumulate_gradients(objective / share, differentiated, self.trainable)
+                accumulate_gradients(objective / share, differentiated, self.trainable, self.config.train.compile)
                 total += loss.detach()
         return total
 
