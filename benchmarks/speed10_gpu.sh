@@ -14,7 +14,9 @@
 #   gradadds: (one warm H100 after park, carry .whl/fa4 and .devdata/gradadds, `git archive lever/compiled-grad-adds
 #            src`) `seed` with FA4 on this tree, with the stand-ins' gradients summed by one compiled foreach add,
 #            and on this tree again (the same call's spread).
-# Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|seed3|stream2|stream3|profile|gradadds   (figures under $OUT)
+#   host:    (planned; one warm H100 after park, carry .whl/fa4) the stand-ins' GPU gradient check with two
+#            micro-batches, then what each phase of a `seed` step costs the host (benchmarks/host_phases_gpu.py).
+# Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|seed3|stream2|stream3|profile|gradadds|host   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed10
@@ -57,5 +59,12 @@ gradadds)
     bench seed_main --preset seed "${synthetic[@]}" attention=fa4
     older gradadds seed_gradadds --preset seed "${synthetic[@]}" attention=fa4
     bench seed_main_again --preset seed "${synthetic[@]}" attention=fa4
+    ;;
+host)
+    install_fa4
+    timeout 200 python -m pytest -q -p no:logging tests/test_bf16_weights.py > "$out/tests.txt" 2>&1
+    grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
+    python benchmarks/host_phases_gpu.py seed attention=fa4 > "$out/host_phases_seed.txt" 2>&1
+    tail -8 "$out/host_phases_seed.txt"
     ;;
 esac
