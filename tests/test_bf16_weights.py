@@ -22,6 +22,7 @@ def live_model() -> GPT:
     return model
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")  # inductor's own
 @pytest.mark.parametrize("compiled_adds", [False, True])
 def test_stand_ins_give_autocasts_losses_and_gradients_bit_for_bit(compiled_adds: bool) -> None:
     """Three micro-batches under bf16 autocast: with the bf16 copies standing in, the same losses and the same

@@ -321,7 +321,8 @@ class Trainer:
         position = self.train_stream.position
         batch = self.train_stream.next_batch()
         inputs, targets, documents = batch
-        self.accumulate([batch] * 2, 0)  # the training graph; the second micro-batch compiles the sums into .grad
+        # the training graph; with the stand-ins, a second micro-batch compiles their sums into .grad
+        self.accumulate([batch] * (2 if self.bf16_weights and self.config.train.compile else 1), 0)
         self.model.zero_grad(set_to_none=True)
         with torch.no_grad(), self.autocast():
             self.forward(inputs, self.window, targets, documents=documents)
