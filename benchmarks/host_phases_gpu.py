@@ -1,5 +1,6 @@
 """What each phase of a training step costs the host (Python, dispatch, kernel launches) beside its time to
-finish on the GPU: where the GPU's idle gaps between kernels come from (39 ms a `seed` step in session 16).
+finish on the GPU: where the GPU's idle gaps between kernels come from (39 ms a `seed` step in session 16). Also
+how often a real step makes the caching allocator go back to the driver (``cudaMalloc``/``cudaFree``, which wait).
 
 Each wrapped phase starts on an idle GPU (a synchronize before it), so its host time is launch work alone, never
 a wait on a full launch queue; a second synchronize after it gives host + GPU time. A phase whose host time is close
@@ -49,11 +50,13 @@ def main(synthetic_data: list[str]) -> None:
     for _ in range(2):
         trainer.train_step(at)
     synchronize()
+    before = allocator_counts()
     start = time.perf_counter()
     for _ in range(STEPS):
         trainer.train_step(at)
     synchronize()
     step_ms = (time.perf_counter() - start) / STEPS * 1e3
+    churn = {key: (count - before[key]) / STEPS for key, count in allocator_counts().items()}
     trainer.train_stream.next_batch = timed("next batch (loader, copies to the GPU)", trainer.train_stream.next_batch)
     trainer.model.look_up = timed("embedding rows (look_up)", trainer.model.look_up)
     trainer.forward = timed("compiled forward", trainer.forward)
@@ -67,7 +70,16 @@ def main(synthetic_data: list[str]) -> None:
     for name in total_s:
         print(f"  {name:<42} {calls[name] // STEPS:5d} {host_s[name] / STEPS * 1e3:9.2f} "
               f"{total_s[name] / STEPS * 1e3:12.2f} {host_s[name] / total_s[name]:10.1%}")
+    print("  the caching allocator per unsynchronized step (a retry frees cached blocks and waits for the GPU): "
+          + ", ".join(f"{key} {count:g}" for key, count in churn.items()))
     trainer.close()
+
+
+def allocator_counts() -> dict[str, int]:
+    if not torch.cuda.is_available():
+        return {}
+    stats = torch.cuda.memory_stats()
+    return {key: stats.get(key, 0) for key in ("num_alloc_retries", "num_device_alloc", "num_device_free")}
 
 
 if __name__ == "__main__":

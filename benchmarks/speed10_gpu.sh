@@ -15,7 +15,8 @@
 #            src`) `seed` with FA4 on this tree, with the stand-ins' gradients summed by one compiled foreach add,
 #            and on this tree again (the same call's spread).
 #   host:    (planned; one warm H100 after park, carry .whl/fa4) the stand-ins' GPU gradient check with two
-#            micro-batches, then what each phase of a `seed` step costs the host (benchmarks/host_phases_gpu.py).
+#            micro-batches, what each phase of a `seed` step costs the host (benchmarks/host_phases_gpu.py), then
+#            `seed` with PyTorch's allocator as it is and with expandable segments (modded-nanogpt sets them).
 # Usage (device, repo root): bash benchmarks/speed10_gpu.sh park|seed3|stream2|stream3|profile|gradadds|host   (figures under $OUT)
 set -uo pipefail
 stage=$1
@@ -65,6 +66,8 @@ host)
     timeout 200 python -m pytest -q -p no:logging tests/test_bf16_weights.py > "$out/tests.txt" 2>&1
     grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
     python benchmarks/host_phases_gpu.py seed attention=fa4 > "$out/host_phases_seed.txt" 2>&1
-    tail -8 "$out/host_phases_seed.txt"
+    tail -9 "$out/host_phases_seed.txt"
+    bench seed_main --preset seed "${synthetic[@]}" attention=fa4
+    PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True bench seed_expandable --preset seed "${synthetic[@]}" attention=fa4
     ;;
 esac
