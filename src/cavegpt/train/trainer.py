@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import time
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -63,15 +64,20 @@ def accumulate_gradients(loss: Tensor, params: list[Tensor], owners: list[Tensor
             # bf16 gradients of stand-ins into float32 .grad: PyTorch's own foreach add runs one unvectorized
             # kernel per tensor there, ≈ 80 per seed micro-batch (9.2 ms a step on an H100, session 16); inductor
             # fuses the conversion into a few multi-tensor kernels
-            _add_converted(totals, new)
+            _compiled_add_converted()(totals, new)
         else:
             torch._foreach_add_(totals, new)
 
 
-@torch.compile(dynamic=False, fullgraph=True)
 def _add_converted(totals: list[Tensor], grads: list[Tensor]) -> None:
     """``totals[i] += grads[i]`` where the two differ in dtype (each sum rounded once, as the per-tensor add's)."""
     torch._foreach_add_(totals, grads)
+
+
+@functools.cache
+def _compiled_add_converted() -> Callable[[list[Tensor], list[Tensor]], None]:
+    # made at first use: torch.compile at import would load dynamo into every process, +1.3 s per CLI start
+    return torch.compile(_add_converted, dynamic=False, fullgraph=True)
 
 
 @dataclass
