@@ -17,9 +17,8 @@ from collections import defaultdict
 import torch
 
 import cavegpt.train.trainer as trainer_module
-from cavegpt.config import build_config
 from cavegpt.data.synthetic import bench_overrides
-from cavegpt.train.trainer import Trainer
+from profile_step_gpu import steady_trainer
 
 STEPS = 3
 synchronize = torch.cuda.synchronize if torch.cuda.is_available() else lambda: None  # (the CPU: a dry run)
@@ -42,14 +41,7 @@ def timed(name: str, fn):
 
 
 def main(synthetic_data: list[str]) -> None:
-    config = build_config(sys.argv[1], [*synthetic_data, *sys.argv[2:]])
-    trainer = Trainer(config, echo=False)
-    trainer.warmup()
-    trainer.set_window(1792)
-    at = config.train.num_iterations - 1
-    for _ in range(2):
-        trainer.train_step(at)
-    synchronize()
+    trainer, at = steady_trainer(synthetic_data)
     before = allocator_counts()
     start = time.perf_counter()
     for _ in range(STEPS):

@@ -21,7 +21,9 @@ GROUPS = (("flash", "attention (FA4)"), ("flex", "attention (Flex)"), ("softcapp
           ("newton", "optimizer"), ("triton", "fused elementwise (inductor)"))
 
 
-def main(synthetic_data: list[str]) -> None:
+def steady_trainer(synthetic_data: list[str]) -> tuple[Trainer, int]:
+    """A trainer of the command line's preset and overrides, compiled and two steps in at the final window, and the
+    step to run as (the schedule's last). host_phases_gpu.py starts from here too."""
     config = build_config(sys.argv[1], [*synthetic_data, *sys.argv[2:]])
     trainer = Trainer(config, echo=False)
     trainer.warmup()
@@ -30,6 +32,11 @@ def main(synthetic_data: list[str]) -> None:
     for _ in range(2):
         trainer.train_step(at)
     trainer.synchronize()
+    return trainer, at
+
+
+def main(synthetic_data: list[str]) -> None:
+    trainer, at = steady_trainer(synthetic_data)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         for _ in range(2):
             trainer.train_step(at)
