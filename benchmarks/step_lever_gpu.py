@@ -57,7 +57,7 @@ def main(synthetic_data: list[str]) -> None:
         torch._inductor.config.triton.cudagraphs = True
         Optimizers.zero_grad = zero_in_place
     if lever in ("autograd_adds", "compiled_autograd"):
-        trainer_module.accumulate_gradients = lambda loss, params, owners: loss.backward()
+        trainer_module.accumulate_gradients = lambda loss, *_: loss.backward()  # the trainer's arguments: unused
     if lever == "compiled_autograd":
         Trainer.warmup = under_compiled_autograd(Trainer.warmup)
         Trainer.train_step = under_compiled_autograd(Trainer.train_step)

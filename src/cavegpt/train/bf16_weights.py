@@ -6,7 +6,9 @@ passes over every block weight per micro-batch, 16 of them per `seed` step (≈ 
 session 14's profile, docs/BENCHMARKS.md). Here those weights are cast once per step into bf16 buffers
 that stand in for the parameters while the step's micro-batches run; the buffers' bf16 gradients are
 summed into the float32 parameters' ``.grad``. The arithmetic is autocast's own: its matmuls read these
-same bf16 values and produce these same bf16 gradients, so losses and ``.grad`` stay bit for bit alike.
+same bf16 values and produce these same bf16 gradients, so losses and ``.grad`` stay bit for bit alike on the
+CPU. On a GPU the two compiled graphs may order a reduction differently: in session 16's H100 check every matrix
+and table gradient matched bit for bit, scalars whose gradient nearly cancels by up to 1.8 % (docs/BENCHMARKS.md).
 
 The LM head is left out: its fused loss (:mod:`cavegpt.model.head_loss`) sums its gradient in float32,
 which a bf16 stand-in would round. Embedding tables are looked up in float32 and are left out too.
