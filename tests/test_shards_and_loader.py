@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from cavegpt.data.loader import DataConfig, TokenStream, find_shards, validation_stream
+from cavegpt.data.loader import DataConfig, PinnedStaging, TokenStream, find_shards, validation_stream
 from cavegpt.data.shards import HEADER_BYTES, MAGIC, DataError, ShardError, read_header, read_tokens, write_shard
 from cavegpt.data.synthetic import bench_overrides, synthetic_tokens, write_synthetic
 from cavegpt.model.masks import EOT_TOKEN
@@ -57,6 +58,27 @@ def test_stream_shifts_targets_and_loops_over_shards(tmp_path: Path) -> None:
     # 50 tokens hold batches at 0, 16, 32 (32 + 17 <= 50); 30 tokens hold one at 100; then loop
     assert seen == [0, 16, 32, 100, 0, 16]
     assert stream.position == (0, 32)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: only there do batches go through "
+                    "page-locked staging buffers")
+@pytest.mark.parametrize("documents", [False, True])
+def test_gpu_batches_are_the_cpu_ones_while_the_staging_buffers_go_round(tmp_path: Path, documents: bool) -> None:
+    rng = np.random.default_rng(0)
+    write_shard(tmp_path / "s_1.bin", synthetic_tokens(40_000, 50.0, rng))
+    files = find_shards(str(tmp_path / "s_*.bin"), "train")
+    on_cpu = TokenStream(files, seq_len=1024, batch_size=2, documents=documents)
+    on_gpu = TokenStream(files, seq_len=1024, batch_size=2, device="cuda", documents=documents)
+    torch.cuda._sleep(100_000_000)  # a busy GPU: the batches below are sent while earlier copies still wait
+    batches = [on_gpu.next_batch() for _ in range(3 * PinnedStaging.SLOTS)]
+    for got, expected in zip(batches, (on_cpu.next_batch() for _ in batches)):
+        assert got.inputs.dtype == got.targets.dtype == torch.int64
+        assert torch.equal(got.inputs.cpu(), expected.inputs) and torch.equal(got.targets.cpu(), expected.targets)
+        if documents:
+            assert got.documents.cu_seqlens.dtype == torch.int32
+            assert torch.equal(got.documents.cu_seqlens.cpu(), expected.documents.cu_seqlens)
+            assert got.documents.cu_seqlens.data_ptr() % 16 == 0  # FA4's alignment
+            assert torch.equal(got.documents.sizes, expected.documents.sizes)
 
 
 def test_missing_data_gives_a_helpful_message(tmp_path: Path) -> None:

@@ -94,6 +94,8 @@ class TokenStream:
             n_tokens = read_header(file)
             if n_tokens < span:
                 raise DataError(f"{file}: {n_tokens} tokens, fewer than one batch needs ({span})")
+        bounds = seq_len * batch_size + 1 if documents else 0  # document_bounds' cu_seqlens
+        self.staging = PinnedStaging(bounds + span, self.device) if self.device.type == "cuda" else None
         self.shard = -1
         self.offset = 0
         self.tokens = np.empty(0, dtype=np.uint16)
@@ -126,17 +128,52 @@ class TokenStream:
         start = self._advance()
         host = self.tokens[start:start + span + 1]
         shape = (self.batch_size, self.seq_len)
-        chunk = self._to_device(torch.from_numpy(host.astype(np.int64)))
-        documents = None
-        if self.documents:
+        if not self.documents:
+            chunk, documents = self._upload([host]).long(), None
+        else:
             cu_seqlens, count, longest = document_bounds(host[:-1].reshape(shape))
-            documents = Documents(self._to_device(torch.from_numpy(cu_seqlens)), torch.tensor([count, longest]))
+            packed = self._upload([cu_seqlens, host])  # the bounds first: FA4 reads them from an aligned start
+            chunk = packed[len(cu_seqlens):].long()
+            documents = Documents(packed[:len(cu_seqlens)], torch.tensor([count, longest]))
         return Batch(chunk[:-1].view(shape), chunk[1:].view(shape), documents)
 
-    def _to_device(self, host: Tensor) -> Tensor:
-        if self.device.type == "cuda":
-            return host.pin_memory().to(self.device, non_blocking=True)
-        return host
+    def _upload(self, parts: list[np.ndarray]) -> Tensor:
+        """``parts`` one after the other as one int32 tensor on the stream's device."""
+        if self.staging is None:
+            return torch.from_numpy(np.concatenate(parts).astype(np.int32))
+        return self.staging.upload(parts)
+
+
+class PinnedStaging:
+    """Page-locked host buffers, reused in turn, from which each batch goes to the GPU in one copy.
+
+    ``Tensor.pin_memory()`` for each batch (two per batch with the document bounds) cost the host 4.8 ms per
+    micro-batch on the lent H100 machine, against 0.6 ms from these buffers. `seed` has the time to spare; `12gb`,
+    whose 64 micro-batches a step leave the host behind the GPU, ran 5.3 % faster (docs/BENCHMARKS.md, session 17).
+    A buffer is refilled only once the GPU has read it: with ``SLOTS`` of them that wait never comes in practice,
+    since the host runs at most a micro-batch or two ahead (CUDA's launch queue is bounded).
+    """
+
+    SLOTS = 4
+
+    def __init__(self, numel: int, device: torch.device):
+        self.device = device
+        self.buffers = [torch.empty(numel, dtype=torch.int32, pin_memory=True) for _ in range(self.SLOTS)]
+        self.copied = [torch.cuda.Event() for _ in range(self.SLOTS)]  # synchronize() is a no-op before a record
+        self.turn = 0
+
+    def upload(self, parts: list[np.ndarray]) -> Tensor:
+        slot, self.turn = self.turn, (self.turn + 1) % self.SLOTS
+        self.copied[slot].synchronize()
+        buffer = self.buffers[slot]
+        host, at = buffer.numpy(), 0
+        for part in parts:
+            host[at:at + part.size] = part.reshape(-1)
+            at += part.size
+        with torch.cuda.device(self.device):
+            on_device = buffer[:at].to(self.device, non_blocking=True)
+            self.copied[slot].record()
+        return on_device
 
 
 def validation_stream(config: DataConfig, device: torch.device | str, documents: bool = False) -> TokenStream:
