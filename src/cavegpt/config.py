@@ -363,9 +363,9 @@ def config_from_dict(data: dict[str, dict[str, typing.Any]], origin: str) -> Con
 
 # settings a resumed run may change without changing what is learned
 RESUME_MAY_CHANGE = {"data.train_glob", "data.val_glob", "train.log_dir", "train.run_id", "train.device",
-                     "train.compile", "train.log_every", "train.save_checkpoint", "train.checkpoint_every",
-                     "train.checkpoint_minutes", "train.keep_checkpoints", "train.resume", "train.target_val_loss",
-                     "train.check_finite", "train.logger", "train.collective_timeout_minutes"}
+                     "train.compile", "train.autotune_elementwise", "train.log_every", "train.save_checkpoint",
+                     "train.checkpoint_every", "train.checkpoint_minutes", "train.keep_checkpoints", "train.resume",
+                     "train.target_val_loss", "train.check_finite", "train.logger", "train.collective_timeout_minutes"}
 
 
 def differences(saved: Config, current: Config) -> list[str]:

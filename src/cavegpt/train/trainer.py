@@ -92,6 +92,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA if present), "cuda", "cpu"
     compile: bool = True  # torch.compile the model (CUDA only)
+    # inductor times a few block sizes for each of its fused elementwise and norm kernels: +0.5 to +0.9 % `seed`
+    # tokens/s on an H100, +31 s to a compile whose kernels are not cached yet (docs/BENCHMARKS.md, session 17)
+    autotune_elementwise: bool = True
     bf16: bool = True  # bf16 autocast (CUDA only)
     log_dir: str = "logs"
     run_id: str = ""  # empty: a timestamped id
@@ -194,7 +197,10 @@ class Trainer:
         self.bf16_weights = Bf16Weights(self.model, skip=(self.model.lm_head,)) if self.bf16_autocast else None
         self.sharded = ShardedStep(self.param_groups, Optimizers.MATRIX_GROUPS, self.world)
         self.optimizers = Optimizers(self.sharded.local, self.config.optim, train_cfg.num_iterations)
-        self.forward = torch.compile(self.model, dynamic=False) if train_cfg.compile and self.on_cuda else self.model
+        self.forward = self.model
+        if train_cfg.compile and self.on_cuda:
+            options = {"max_autotune_pointwise": True} if train_cfg.autotune_elementwise else None
+            self.forward = torch.compile(self.model, dynamic=False, options=options)
         try:
             self.attention = resolve_attention(model_cfg.attention, self.device)
         except ValueError as e:
