@@ -12,7 +12,13 @@
 #            both settings together.
 #   small:   (carry .devdata/main17; no FA4) `12gb` (64 micro-batches of 8,192 tokens, whose host work per token is 4×
 #            the seed's) with the batches pinned one by one (3f6e265) and from the staging buffers (this tree).
-# Usage (device, repo root): bash benchmarks/speed11_gpu.sh park|staging|inductor|inductor2|small   (figures under $OUT)
+#   confirm: (planned; one warm H100 after park, carry .whl/fa4) `seed` with FA4 as the trainer now compiles it
+#            (`autotune_elementwise` through torch.compile's options; calls 6-7 set inductor's global config), and
+#            with `autotune_elementwise=false`, twice each.
+#   regress: (planned; carry .devdata/s12, `git archive f45c00e src`) `12gb` as on consumer cards (`attention=flex
+#            fused_mlp=false`) at session 12's f45c00e (356,635 there, on a four-lane machine) and on this tree; then
+#            where a `12gb` step's host time goes on this tree (host_phases_gpu.py).
+# Usage (device, repo root): bash benchmarks/speed11_gpu.sh park|staging|inductor|inductor2|small|confirm|regress   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed11
@@ -46,5 +52,19 @@ inductor2)
 small)
     older main17 12gb_before --preset 12gb --synthetic --steps 10 --window 1792
     bench 12gb_staging --preset 12gb --synthetic --steps 10 --window 1792 train.autotune_elementwise=false
+    ;;
+confirm)
+    install_fa4
+    for run in 1 2; do
+        bench seed_autotune_$run --preset seed "${synthetic[@]}" attention=fa4
+        bench seed_plain_$run --preset seed "${synthetic[@]}" attention=fa4 autotune_elementwise=false
+    done
+    ;;
+regress)
+    consumer=(attention=flex fused_mlp=false)
+    older s12 12gb_f45c00e --preset 12gb "${synthetic[@]}" "${consumer[@]}"
+    bench 12gb_main --preset 12gb "${synthetic[@]}" "${consumer[@]}"
+    python benchmarks/host_phases_gpu.py 12gb "${consumer[@]}" > "$out/host_phases_12gb.txt" 2>&1
+    tail -9 "$out/host_phases_12gb.txt"
     ;;
 esac
