@@ -48,7 +48,8 @@ Attention (:mod:`cavegpt.model.attention`) runs through FlashAttention-4 where i
 supports the GPU, FlexAttention on other GPUs and SDPA with the same mask elsewhere
 (``ModelConfig.attention``); :mod:`cavegpt.model.masks` holds the mask. The LM head, soft cap and
 loss run fused (:mod:`cavegpt.model.head_loss`, ``ModelConfig.fused_head``), and so can the MLP's
-ReLU² with its matmuls (:mod:`cavegpt.model.relu_square`, ``ModelConfig.fused_mlp``).
+ReLU² with its matmuls (:mod:`cavegpt.model.relu_square`, ``ModelConfig.fused_mlp``) and, when training, Q and K's
+norm and rotation with V's mix (:mod:`cavegpt.model.qkv_prep`, ``ModelConfig.fused_qkv_prep``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ from torch import Tensor, nn
 
 from cavegpt.model.attention import ATTENTION_BACKENDS, Attend, Documents, attention_for
 from cavegpt.model.head_loss import ahead_targets, fused_head_losses
+from cavegpt.model.qkv_prep import prepare_qkv
 from cavegpt.model.relu_square import fused_mlp_runs_on, relu_square_mlp
 
 Rotate = Callable[[Tensor], Tensor]  # [B, T, H, D] → the same, rotated at the batch's positions
@@ -93,6 +95,8 @@ class ModelConfig:
     no_mlp_layers: tuple[int, ...] = ()  # blocks without an MLP (the records from 2025-09-05 on: layer 0)
     fused_head: bool = True  # LM head + soft cap + loss in one pass (cavegpt.model.head_loss); False: plain
     fused_mlp: bool = True  # ReLU² inside the MLP's matmuls when training (cavegpt.model.relu_square); False: plain
+    # Q/K norm + rotary and V's mix in one op each way when training (cavegpt.model.qkv_prep); off until measured
+    fused_qkv_prep: bool = False
 
     def __post_init__(self) -> None:  # JSON (a checkpoint's config) brings lists
         self.no_attention_layers = tuple(self.no_attention_layers)
@@ -245,6 +249,7 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = zero_linear(d, d)
         self.attn_gate = zero_linear(config.gate_channels, config.n_head)
         self.lamb = nn.Parameter(torch.tensor(0.5)) if has_value_embed else None
+        self.fused_prep = config.fused_qkv_prep
 
     def forward(self, x: Tensor, value_embed: Tensor | None, rotary: Rotate, attend: Attend) -> Tensor:
         B, T, C = x.shape
@@ -253,14 +258,22 @@ class CausalSelfAttention(nn.Module):
             # 2304-deep product for the input's gradient instead of three and their sum. The weights stay three
             # matrices: Muon orthogonalizes each.
             weight = torch.cat([self.c_q.weight, self.c_k.weight, self.c_v.weight])
-            q, k, v = F.linear(x, weight).view(B, T, 3 * self.n_head, -1).split(self.n_head, dim=2)
+            qkv = F.linear(x, weight).view(B, T, 3 * self.n_head, -1)
+            if self.fused_prep and isinstance(rotary, Rotary):  # training: positions 0 … T-1
+                y = attend(*prepare_qkv(qkv, rotary.cos, rotary.sin, value_embed, self.lamb))
+                return self.project(x, y)
+            q, k, v = qkv.split(self.n_head, dim=2)
         else:  # inference: copying the weights together would triple what memory-bound decoding reads of them
             q, k, v = (linear(x).view(B, T, self.n_head, -1) for linear in (self.c_q, self.c_k, self.c_v))
         dtype = q.dtype  # the matmuls' dtype (bf16 under autocast); norms and the mix may upcast
         q, k = rotary(rms_norm(q)), rotary(rms_norm(k))
         if self.lamb is not None:
             v = (1 - self.lamb) * v + self.lamb * value_embed.view_as(v)
-        y = attend(q.to(dtype), k.to(dtype), v.to(dtype))
+        return self.project(x, attend(q.to(dtype), k.to(dtype), v.to(dtype)))
+
+    def project(self, x: Tensor, y: Tensor) -> Tensor:
+        """The heads' outputs ``y`` [B, T, H, D], each scaled by its gate (from the block input ``x``), projected."""
+        B, T, C = x.shape
         gate = torch.sigmoid(self.attn_gate(x[..., :self.attn_gate.in_features]))
         y = y * gate.unsqueeze(-1)
         return self.c_proj(y.reshape(B, T, C))

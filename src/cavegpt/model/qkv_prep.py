@@ -1,0 +1,127 @@
+"""Attention's inputs from the joined Q/K/V product in one pass each way (``ModelConfig.fused_qkv_prep``).
+
+The plain path norms Q and K (RMS over each head), rotates them (:class:`cavegpt.model.gpt.Rotary`) and mixes V
+with its value embedding, ``(1 − λ)·v + λ·ve``; inductor fuses that, but its kernels for the Q/K pair took about
+twice the time their bytes need at the H100's bandwidth (23.7 ms forward, 37.6 ms backward per `seed` step,
+docs/BENCHMARKS.md, sessions 16 and 17). Here
+
+* forward: one kernel reads each Q and K head once and writes it normed and rotated; V's mix stays in PyTorch
+  (inside the compiled graph, inductor fuses it);
+* backward: one kernel reads each head's ``∂y`` and ``x`` once and writes ``∂x`` into the whole ``∂qkv``; V's part
+  (its mix's gradients in PyTorch, fused by inductor) is copied in beside it.
+
+Per head of ``D`` channels, with ``r = (mean(x²) + ε)^(-1/2)``, ``n = x·r`` and the rotation ``R`` of the first
+``D/2`` pairs: ``y = R·n``, so ``∂n = Rᵀ·∂y`` and ``∂x = r·(∂n − n·mean(∂n·n))``. On CUDA the Q/K passes are Triton
+kernels (:mod:`cavegpt.model.qkv_prep_triton`); on the CPU the same arithmetic runs in PyTorch (the tests' path).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+EPS = torch.finfo(torch.float32).eps  # F.rms_norm's default for the float32 it computes in under autocast
+
+
+def _rotate(n1: Tensor, n2: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    return n1 * cos + n2 * sin, n2 * cos - n1 * sin
+
+
+def _heads_and_tables(qk: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(x1, x2, r, cos, sin) in float32 for ``qk`` [B, T, heads, D]: the heads' halves, their inverse RMS, and the
+    tables at positions 0 … T-1, shaped to broadcast."""
+    x1, x2 = qk.float().chunk(2, dim=-1)
+    r = torch.rsqrt((x1.square().sum(-1, keepdim=True) + x2.square().sum(-1, keepdim=True)) / qk.size(-1) + EPS)
+    T = qk.size(1)
+    return x1, x2, r, cos[None, :T, None, :], sin[None, :T, None, :]
+
+
+def _norm_rotate_reference(qk: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    x1, x2, r, cos, sin = _heads_and_tables(qk, cos, sin)
+    return torch.cat(_rotate(x1 * r, x2 * r, cos, sin), dim=-1).to(qk.dtype)
+
+
+def _norm_rotate_backward_reference(grad: Tensor, qk: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    x1, x2, r, cos, sin = _heads_and_tables(qk, cos, sin)
+    n1, n2 = x1 * r, x2 * r
+    g1, g2 = grad.float().chunk(2, dim=-1)
+    d1, d2 = _rotate(g1, g2, cos, -sin)  # Rᵀ: the rotation by the opposite angle
+    dot = ((d1 * n1).sum(-1, keepdim=True) + (d2 * n2).sum(-1, keepdim=True)) / qk.size(-1)
+    return torch.cat((r * (d1 - n1 * dot), r * (d2 - n2 * dot)), dim=-1).to(qk.dtype)
+
+
+def _triton_applies(qkv: Tensor) -> bool:
+    half = qkv.size(-1) // 2
+    return qkv.is_cuda and half & (half - 1) == 0  # the kernels' blocks span a half: a power of two
+
+
+@torch.library.custom_op("cavegpt::norm_rotate_qk", mutates_args=())
+def _norm_rotate_qk(qkv: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Q and K of ``qkv`` [B, T, 3H, D], normed and rotated: [B, T, 2H, D] in ``qkv``'s dtype."""
+    qk = qkv[:, :, : 2 * qkv.size(2) // 3]
+    if _triton_applies(qkv):
+        from cavegpt.model.qkv_prep_triton import norm_rotate
+        return norm_rotate(qk, cos, sin)
+    return _norm_rotate_reference(qk, cos, sin)
+
+
+@_norm_rotate_qk.register_fake
+def _(qkv, cos, sin):
+    B, T, heads, D = qkv.shape
+    return qkv.new_empty(B, T, 2 * heads // 3, D)
+
+
+@torch.library.custom_op("cavegpt::qkv_backward", mutates_args=())
+def _qkv_backward(grad_qk: Tensor, grad_of_v: Tensor, qkv: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """∂qkv [B, T, 3H, D] from the gradient of the normed, rotated Q and K [B, T, 2H, D] and V's own [B, T, H, D]."""
+    grad_qkv = torch.empty_like(qkv)
+    qk_heads = grad_qk.size(2)
+    grad_of_qk = grad_qkv[:, :, :qk_heads]
+    if _triton_applies(qkv):
+        from cavegpt.model.qkv_prep_triton import norm_rotate_backward
+        norm_rotate_backward(grad_qk, qkv[:, :, :qk_heads], cos, sin, out=grad_of_qk)
+    else:
+        grad_of_qk.copy_(_norm_rotate_backward_reference(grad_qk, qkv[:, :, :qk_heads], cos, sin))
+    grad_qkv[:, :, qk_heads:].copy_(grad_of_v)
+    return grad_qkv
+
+
+@_qkv_backward.register_fake
+def _(grad_qk, grad_of_v, qkv, cos, sin):
+    return torch.empty_like(qkv)
+
+
+class _PrepareQKV(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, qkv: Tensor, cos: Tensor, sin: Tensor, value_embed: Tensor | None,
+                lamb: Tensor | None) -> tuple[Tensor, Tensor]:
+        H = qkv.size(2) // 3
+        qk = torch.ops.cavegpt.norm_rotate_qk(qkv, cos, sin)
+        v = qkv[:, :, 2 * H:]  # without a value embedding, a view: FA4 reads it in place
+        if value_embed is not None:
+            v = ((1 - lamb) * v.float() + lamb * value_embed.view_as(v).float()).to(qkv.dtype)
+        ctx.save_for_backward(qkv, cos, sin, value_embed, lamb)
+        return qk, v
+
+    @staticmethod
+    def backward(ctx, grad_qk: Tensor, grad_v: Tensor):
+        qkv, cos, sin, value_embed, lamb = ctx.saved_tensors
+        grad_embed = grad_lamb = None
+        grad_of_v = grad_v
+        if value_embed is not None:  # V's mix in PyTorch: inside the compiled graph inductor fuses it
+            v = qkv[:, :, 2 * qkv.size(2) // 3:].float()
+            grad = grad_v.float()
+            grad_of_v = (grad * (1 - lamb)).to(qkv.dtype)
+            grad_embed = (grad * lamb).to(value_embed.dtype).view_as(value_embed)
+            grad_lamb = (grad * (value_embed.view_as(v).float() - v)).sum().to(lamb.dtype)
+        grad_qkv = torch.ops.cavegpt.qkv_backward(grad_qk.contiguous(), grad_of_v, qkv, cos, sin)
+        return grad_qkv, None, None, grad_embed, grad_lamb
+
+
+def prepare_qkv(qkv: Tensor, cos: Tensor, sin: Tensor, value_embed: Tensor | None = None,
+                lamb: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """(q, k, v) [B, T, H, D] for attention from ``qkv`` [B, T, 3H, D]: Q and K normed and rotated at positions
+    0 … T-1 (``cos``, ``sin``: [≥ T, D/2] float32 tables), V mixed with ``value_embed`` by ``lamb`` when given."""
+    H = qkv.size(2) // 3
+    qk, v = _PrepareQKV.apply(qkv, cos, sin, value_embed, lamb)
+    return qk[:, :, :H], qk[:, :, H:], v
