@@ -5,10 +5,11 @@ with its value embedding, ``(1 − λ)·v + λ·ve``; inductor fuses that, but i
 twice the time their bytes need at the H100's bandwidth (23.7 ms forward, 37.6 ms backward per `seed` step,
 docs/BENCHMARKS.md, sessions 16 and 17). Here
 
-* forward: one kernel reads each Q and K head once and writes it normed and rotated; V's mix stays in PyTorch
-  (inside the compiled graph, inductor fuses it);
-* backward: one kernel reads each head's ``∂y`` and ``x`` once and writes ``∂x`` into the whole ``∂qkv``; V's part
-  (its mix's gradients in PyTorch, fused by inductor) is copied in beside it.
+* forward: a kernel reads each Q and K head once and writes it normed and rotated, one launch for Q and one for K
+  (FA4's backward gives their gradients apart too, so nothing joins them); V's mix stays in PyTorch (inside the
+  compiled graph, inductor fuses it);
+* backward: a kernel reads each head's ``∂y`` and ``x`` once and writes ``∂x`` into its place in one ``∂qkv``;
+  V's part (its mix's gradients in PyTorch, fused by inductor) is copied in beside it.
 
 Per head of ``D`` channels, with ``r = (mean(x²) + ε)^(-1/2)``, ``n = x·r`` and the rotation ``R`` of the first
 ``D/2`` pairs: ``y = R·n``, so ``∂n = Rᵀ·∂y`` and ``∂x = r·(∂n − n·mean(∂n·n))``. On CUDA the Q/K passes are Triton
@@ -50,71 +51,74 @@ def _norm_rotate_backward_reference(grad: Tensor, qk: Tensor, cos: Tensor, sin: 
     return torch.cat((r * (d1 - n1 * dot), r * (d2 - n2 * dot)), dim=-1).to(qk.dtype)
 
 
-def _triton_applies(qkv: Tensor) -> bool:
-    half = qkv.size(-1) // 2
-    return qkv.is_cuda and half & (half - 1) == 0  # the kernels' blocks span a half: a power of two
+def _triton_applies(heads: Tensor) -> bool:
+    half = heads.size(-1) // 2
+    return heads.is_cuda and half & (half - 1) == 0  # the kernels' blocks span a half: a power of two
+
+
+def _norm_rotate(heads: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    if _triton_applies(heads):
+        from cavegpt.model.qkv_prep_triton import norm_rotate
+        return norm_rotate(heads, cos, sin)
+    return _norm_rotate_reference(heads, cos, sin)
 
 
 @torch.library.custom_op("cavegpt::norm_rotate_qk", mutates_args=())
-def _norm_rotate_qk(qkv: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Q and K of ``qkv`` [B, T, 3H, D], normed and rotated: [B, T, 2H, D] in ``qkv``'s dtype."""
-    qk = qkv[:, :, : 2 * qkv.size(2) // 3]
-    if _triton_applies(qkv):
-        from cavegpt.model.qkv_prep_triton import norm_rotate
-        return norm_rotate(qk, cos, sin)
-    return _norm_rotate_reference(qk, cos, sin)
+def _norm_rotate_qk(qkv: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """Q and K of ``qkv`` [B, T, 3H, D], normed and rotated: two [B, T, H, D] tensors in ``qkv``'s dtype."""
+    q, k, _ = qkv.chunk(3, dim=2)
+    return _norm_rotate(q, cos, sin), _norm_rotate(k, cos, sin)
 
 
 @_norm_rotate_qk.register_fake
 def _(qkv, cos, sin):
     B, T, heads, D = qkv.shape
-    return qkv.new_empty(B, T, 2 * heads // 3, D)
+    return qkv.new_empty(B, T, heads // 3, D), qkv.new_empty(B, T, heads // 3, D)
 
 
 @torch.library.custom_op("cavegpt::qkv_backward", mutates_args=())
-def _qkv_backward(grad_qk: Tensor, grad_of_v: Tensor, qkv: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """∂qkv [B, T, 3H, D] from the gradient of the normed, rotated Q and K [B, T, 2H, D] and V's own [B, T, H, D]."""
+def _qkv_backward(grad_q: Tensor, grad_k: Tensor, grad_of_v: Tensor, qkv: Tensor, cos: Tensor,
+                  sin: Tensor) -> Tensor:
+    """∂qkv [B, T, 3H, D] from the gradients of the normed, rotated Q and K and V's own, each [B, T, H, D]."""
     grad_qkv = torch.empty_like(qkv)
-    qk_heads = grad_qk.size(2)
-    grad_of_qk = grad_qkv[:, :, :qk_heads]
-    if _triton_applies(qkv):
-        from cavegpt.model.qkv_prep_triton import norm_rotate_backward
-        norm_rotate_backward(grad_qk, qkv[:, :, :qk_heads], cos, sin, out=grad_of_qk)
-    else:
-        grad_of_qk.copy_(_norm_rotate_backward_reference(grad_qk, qkv[:, :, :qk_heads], cos, sin))
-    grad_qkv[:, :, qk_heads:].copy_(grad_of_v)
+    for grad, heads, out in zip((grad_q, grad_k), qkv.chunk(3, dim=2), grad_qkv.chunk(3, dim=2)):
+        if _triton_applies(qkv):
+            from cavegpt.model.qkv_prep_triton import norm_rotate_backward
+            norm_rotate_backward(grad, heads, cos, sin, out=out)
+        else:
+            out.copy_(_norm_rotate_backward_reference(grad, heads, cos, sin))
+    grad_qkv.chunk(3, dim=2)[2].copy_(grad_of_v)
     return grad_qkv
 
 
 @_qkv_backward.register_fake
-def _(grad_qk, grad_of_v, qkv, cos, sin):
+def _(grad_q, grad_k, grad_of_v, qkv, cos, sin):
     return torch.empty_like(qkv)
 
 
 class _PrepareQKV(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qkv: Tensor, cos: Tensor, sin: Tensor, value_embed: Tensor | None,
-                lamb: Tensor | None) -> tuple[Tensor, Tensor]:
-        H = qkv.size(2) // 3
-        qk = torch.ops.cavegpt.norm_rotate_qk(qkv, cos, sin)
-        v = qkv[:, :, 2 * H:]  # without a value embedding, a view: FA4 reads it in place
+                lamb: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        q, k = torch.ops.cavegpt.norm_rotate_qk(qkv, cos, sin)
+        v = qkv.chunk(3, dim=2)[2]  # without a value embedding, a view: FA4 reads it in place
         if value_embed is not None:
             v = ((1 - lamb) * v.float() + lamb * value_embed.view_as(v).float()).to(qkv.dtype)
         ctx.save_for_backward(qkv, cos, sin, value_embed, lamb)
-        return qk, v
+        return q, k, v
 
     @staticmethod
-    def backward(ctx, grad_qk: Tensor, grad_v: Tensor):
+    def backward(ctx, grad_q: Tensor, grad_k: Tensor, grad_v: Tensor):
         qkv, cos, sin, value_embed, lamb = ctx.saved_tensors
         grad_embed = grad_lamb = None
         grad_of_v = grad_v
         if value_embed is not None:  # V's mix in PyTorch: inside the compiled graph inductor fuses it
-            v = qkv[:, :, 2 * qkv.size(2) // 3:].float()
+            v = qkv.chunk(3, dim=2)[2].float()
             grad = grad_v.float()
             grad_of_v = (grad * (1 - lamb)).to(qkv.dtype)
             grad_embed = (grad * lamb).to(value_embed.dtype).view_as(value_embed)
             grad_lamb = (grad * (value_embed.view_as(v).float() - v)).sum().to(lamb.dtype)
-        grad_qkv = torch.ops.cavegpt.qkv_backward(grad_qk.contiguous(), grad_of_v, qkv, cos, sin)
+        grad_qkv = torch.ops.cavegpt.qkv_backward(grad_q.contiguous(), grad_k.contiguous(), grad_of_v, qkv, cos, sin)
         return grad_qkv, None, None, grad_embed, grad_lamb
 
 
@@ -122,6 +126,4 @@ def prepare_qkv(qkv: Tensor, cos: Tensor, sin: Tensor, value_embed: Tensor | Non
                 lamb: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """(q, k, v) [B, T, H, D] for attention from ``qkv`` [B, T, 3H, D]: Q and K normed and rotated at positions
     0 … T-1 (``cos``, ``sin``: [≥ T, D/2] float32 tables), V mixed with ``value_embed`` by ``lamb`` when given."""
-    H = qkv.size(2) // 3
-    qk, v = _PrepareQKV.apply(qkv, cos, sin, value_embed, lamb)
-    return qk[:, :, :H], qk[:, :, H:], v
+    return _PrepareQKV.apply(qkv, cos, sin, value_embed, lamb)
