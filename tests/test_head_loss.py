@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from cavegpt.model.gpt import GPT, ModelConfig
-from cavegpt.model.head_loss import ahead_targets, fused_head_losses, rows_loss_and_grad
+from cavegpt.model.head_loss import fused_head_losses, rows_loss_and_grad
+from tests.fused_paths import run_in_triton_interpreter
 
 SMALL = dict(n_layer=6, n_head=2, d_model=32, backout_layer=4, vocab_size=64, max_seq_len=256, attention="sdpa")
 
@@ -108,10 +105,7 @@ def test_triton_row_kernel_matches_the_pytorch_rows_in_the_interpreter() -> None
     """The CUDA kernel's arithmetic, run by Triton's CPU interpreter (in a process of its own: the
     interpreter is chosen when the kernel is defined)."""
     pytest.importorskip("triton", reason="triton is not installed (it comes with CUDA builds of PyTorch)")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, "-c", INTERPRETER_CHECK], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "interpreted kernel matches" in done.stdout
+    run_in_triton_interpreter(INTERPRETER_CHECK, "interpreted kernel matches")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the Triton kernel under bf16 autocast")

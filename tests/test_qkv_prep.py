@@ -3,18 +3,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
 from cavegpt.model.gpt import GPT, ModelConfig, Rotary, rms_norm
 from cavegpt.model.qkv_prep import prepare_qkv
-
-SMALL = dict(n_layer=4, n_head=2, d_model=32, backout_layer=2, n_value_embeds=1, vocab_size=64, max_seq_len=64,
-             attention="sdpa")
+from tests.fused_paths import SMALL, assert_learns_as_the_plain_one, run_in_triton_interpreter
 
 
 def plain_prep(qkv, rotary, value_embed, lamb):
@@ -70,17 +64,7 @@ def test_a_model_with_the_prep_op_learns_as_the_plain_one() -> None:
     for zero_at_init in (plain.lm_head.weight, *(block.attn.c_proj.weight for block in plain.blocks)):
         torch.nn.init.normal_(zero_at_init, std=0.1)  # so that gradients reach Q, K and V
     fused = GPT(ModelConfig(**SMALL, fused_qkv_prep=True))
-    fused.load_state_dict(plain.state_dict())
-    tokens = torch.randint(0, 64, (2, 33))
-    window = torch.tensor(16)
-    losses = []
-    for model in (plain, fused):
-        loss = model(tokens[:, :-1], window, tokens[:, 1:])
-        loss.backward()
-        losses.append(loss.item())
-    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
-    for (name, p), q in zip(plain.named_parameters(), fused.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert_learns_as_the_plain_one(plain, fused)
     assert fused.blocks[0].attn.lamb.grad != 0 and fused.blocks[0].attn.c_q.weight.grad.abs().sum() > 0
 
 
@@ -119,10 +103,7 @@ def test_triton_kernels_match_the_pytorch_arithmetic_in_the_interpreter() -> Non
     """The CUDA kernels' arithmetic, run by Triton's CPU interpreter in a process of its own (the interpreter is
     chosen when the kernel is defined)."""
     pytest.importorskip("triton", reason="triton is not installed (it comes with CUDA builds of PyTorch)")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, "-c", INTERPRETER_CHECK], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "interpreted kernels match" in done.stdout
+    run_in_triton_interpreter(INTERPRETER_CHECK, "interpreted kernels match")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the Triton kernels under bf16 autocast")

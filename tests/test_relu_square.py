@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import types
 
 import numpy as np
@@ -14,9 +11,7 @@ import torch.nn.functional as F
 
 from cavegpt.model.gpt import GPT, ModelConfig
 from cavegpt.model.relu_square import relu_square_mlp
-
-SMALL = dict(n_layer=4, n_head=2, d_model=32, backout_layer=2, n_value_embeds=1, vocab_size=64, max_seq_len=64,
-             attention="sdpa")
+from tests.fused_paths import SMALL, assert_learns_as_the_plain_one, run_in_triton_interpreter
 
 
 def plain_mlp(x, w_fc, w_proj):
@@ -45,17 +40,7 @@ def test_a_model_with_the_fused_mlp_learns_as_the_plain_one() -> None:
     for zero_at_init in (plain.lm_head.weight, *(block.mlp.c_proj.weight for block in plain.blocks)):
         torch.nn.init.normal_(zero_at_init, std=0.1)  # so that gradients reach c_fc
     fused = GPT(ModelConfig(**SMALL, fused_mlp=True))
-    fused.load_state_dict(plain.state_dict())
-    tokens = torch.randint(0, 64, (2, 33))
-    window = torch.tensor(16)
-    losses = []
-    for model in (plain, fused):
-        loss = model(tokens[:, :-1], window, tokens[:, 1:])
-        loss.backward()
-        losses.append(loss.item())
-    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
-    for (name, p), q in zip(plain.named_parameters(), fused.parameters()):
-        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert_learns_as_the_plain_one(plain, fused)
     assert fused.blocks[0].mlp.c_fc.weight.grad.abs().sum() > 0
 
 
@@ -127,10 +112,7 @@ def test_triton_kernel_matches_pytorch_in_the_interpreter() -> None:
     if release(triton.__version__) < (3, 8) and release(np.__version__) >= (2, 3):
         pytest.skip(f"Triton {triton.__version__}'s interpreter cannot run loops with computed bounds on NumPy >= 2.3 "
                     "(Triton 3.8's can)")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, "-c", INTERPRETER_CHECK], env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "interpreted kernel matches" in done.stdout
+    run_in_triton_interpreter(INTERPRETER_CHECK, "interpreted kernel matches")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
