@@ -63,6 +63,14 @@ def _norm_rotate(heads: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return _norm_rotate_reference(heads, cos, sin)
 
 
+def _norm_rotate_backward(grad: Tensor, heads: Tensor, cos: Tensor, sin: Tensor, out: Tensor) -> None:
+    if _triton_applies(heads):
+        from cavegpt.model.qkv_prep_triton import norm_rotate_backward
+        norm_rotate_backward(grad, heads, cos, sin, out=out)
+    else:
+        out.copy_(_norm_rotate_backward_reference(grad, heads, cos, sin))
+
+
 @torch.library.custom_op("cavegpt::norm_rotate_qk", mutates_args=())
 def _norm_rotate_qk(qkv: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
     """Q and K of ``qkv`` [B, T, 3H, D], normed and rotated: two [B, T, H, D] tensors in ``qkv``'s dtype."""
@@ -82,11 +90,7 @@ def _qkv_backward(grad_q: Tensor, grad_k: Tensor, grad_of_v: Tensor, qkv: Tensor
     """∂qkv [B, T, 3H, D] from the gradients of the normed, rotated Q and K and V's own, each [B, T, H, D]."""
     grad_qkv = torch.empty_like(qkv)
     for grad, heads, out in zip((grad_q, grad_k), qkv.chunk(3, dim=2), grad_qkv.chunk(3, dim=2)):
-        if _triton_applies(qkv):
-            from cavegpt.model.qkv_prep_triton import norm_rotate_backward
-            norm_rotate_backward(grad, heads, cos, sin, out=out)
-        else:
-            out.copy_(_norm_rotate_backward_reference(grad, heads, cos, sin))
+        _norm_rotate_backward(grad, heads, cos, sin, out)
     grad_qkv.chunk(3, dim=2)[2].copy_(grad_of_v)
     return grad_qkv
 

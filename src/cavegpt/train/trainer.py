@@ -197,8 +197,9 @@ class Trainer:
         self.bf16_weights = Bf16Weights(self.model, skip=(self.model.lm_head,)) if self.bf16_autocast else None
         self.sharded = ShardedStep(self.param_groups, Optimizers.MATRIX_GROUPS, self.world)
         self.optimizers = Optimizers(self.sharded.local, self.config.optim, train_cfg.num_iterations)
+        self.compiled = train_cfg.compile and self.on_cuda  # the model, and the stand-ins' sums into .grad
         self.forward = self.model
-        if train_cfg.compile and self.on_cuda:
+        if self.compiled:
             options = {"max_autotune_pointwise": True} if train_cfg.autotune_elementwise else None
             self.forward = torch.compile(self.model, dynamic=False, options=options)
         try:
@@ -286,7 +287,7 @@ class Trainer:
         with self.training_weights() as differentiated:
             for inputs, targets, documents in batches:
                 objective, loss = self.train_forward(inputs, targets, documents, step)
-                accumulate_gradients(objective / share, differentiated, self.trainable, self.config.train.compile)
+                accumulate_gradients(objective / share, differentiated, self.trainable, self.compiled)
                 total += loss.detach()
         return total
 
@@ -334,7 +335,7 @@ class Trainer:
         batch = self.train_stream.next_batch()
         inputs, targets, documents = batch
         # the training graph; with the stand-ins, a second micro-batch compiles their sums into .grad
-        self.accumulate([batch] * (2 if self.bf16_weights and self.config.train.compile else 1), 0)
+        self.accumulate([batch] * (2 if self.bf16_weights and self.compiled else 1), 0)
         self.model.zero_grad(set_to_none=True)
         with torch.no_grad(), self.autocast():
             self.forward(inputs, self.window, targets, documents=documents)
