@@ -16,7 +16,8 @@ from cavegpt.data.synthetic import bench_overrides
 from cavegpt.train.trainer import Trainer
 
 GROUPS = (("flash", "attention (FA4)"), ("flex", "attention (Flex)"), ("softcapped_ce", "head loss kernel"),
-          ("relu_square", "fused MLP matmuls (Triton)"),
+          ("relu_square", "fused MLP matmuls (Triton)"), ("norm_rotate", "Q/K norm + rotary (Triton)"),
+          ("indexfunc", "embedding rows into .grad"),
           ("gemm", "matmul"), ("nvjet", "matmul"), ("cutlass", "matmul"), ("sm90", "matmul"),
           ("newton", "optimizer"), ("triton", "fused elementwise (inductor)"))
 

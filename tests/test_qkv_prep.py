@@ -124,5 +124,9 @@ def test_prepare_qkv_on_the_gpu_matches_the_plain_path_compiled(with_embed: bool
     (fused, fused_grads), (plain, plain_grads) = results
     for f, p in zip(fused, plain):
         torch.testing.assert_close(f.float(), p.float(), rtol=1e-2, atol=1e-2)  # one bf16 rounding each
-    for f, p in zip(fused_grads, plain_grads):
+    for f, p in zip(fused_grads[:2], plain_grads[:2]):
         assert ((f.float() - p.float()).norm() / p.float().norm()).item() < 1e-2
+    if with_embed:  # λ's gradient, a sum of 3M products that nearly cancel, against float64 (the plain path's
+        v = qkv.detach()[:, :, 12:].double()  # is off by 2.7 of 120 compiled, 10.7 eager: session 18's call 5)
+        terms = grads[2].double() * (embed.detach().double().view_as(v) - v)
+        assert abs(fused_grads[2].item() - terms.sum().item()) < 1e-8 * terms.abs().sum().item()

@@ -95,8 +95,7 @@ class ModelConfig:
     no_mlp_layers: tuple[int, ...] = ()  # blocks without an MLP (the records from 2025-09-05 on: layer 0)
     fused_head: bool = True  # LM head + soft cap + loss in one pass (cavegpt.model.head_loss); False: plain
     fused_mlp: bool = True  # ReLU² inside the MLP's matmuls when training (cavegpt.model.relu_square); False: plain
-    # Q/K norm + rotary and V's mix in one op each way when training (cavegpt.model.qkv_prep); off until measured
-    fused_qkv_prep: bool = False
+    fused_qkv_prep: bool = True  # Q/K norm + rotary and V's mix in one op each way when training (model.qkv_prep)
 
     def __post_init__(self) -> None:  # JSON (a checkpoint's config) brings lists
         self.no_attention_layers = tuple(self.no_attention_layers)

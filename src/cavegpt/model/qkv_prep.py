@@ -107,7 +107,10 @@ class _PrepareQKV(torch.autograd.Function):
         q, k = torch.ops.cavegpt.norm_rotate_qk(qkv, cos, sin)
         v = qkv.chunk(3, dim=2)[2]  # without a value embedding, a view: FA4 reads it in place
         if value_embed is not None:
-            v = ((1 - lamb) * v.float() + lamb * value_embed.view_as(v).float()).to(qkv.dtype)
+            mixed = (1 - lamb) * v.float() + lamb * value_embed.view_as(v).float()
+            # not .to() when it would return ``mixed`` itself: under PyTorch 2.11's torch.compile that alias of an
+            # intermediate takes V's gradient away from this output (zeros for V, the embedding and λ; pytorch#180642)
+            v = mixed if mixed.dtype == qkv.dtype else mixed.to(qkv.dtype)
         ctx.save_for_backward(qkv, cos, sin, value_embed, lamb)
         return q, k, v
 

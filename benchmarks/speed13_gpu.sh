@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Issue 16, session 18 (`seed` at 470,794 with FA4 in call 2, 473,830 with the prep op; the bar is 500k):
+#   park:  (carry .whl/cu13a) the first half of the FA4 wheels to /tmp; the next call must follow at once.
+#   check: (one warm H100 after park, carry .whl/fa4) where the prep op's GPU test disagreed (λ's gradient against
+#          float64; the op under aot_eager, which failed on PyTorch 2.11; a 4-layer model with and without it);
+#          then `seed` as it ships three times, one cold compile and two from inductor's cache, each timing two
+#          rows of 10 steps (call 3's cached runs gave 434k where call 2's gave 470k), and `seed` with the op.
+#   prep:  (one warm H100 after park, carry .whl/fa4) the prep op's GPU tests with V's mix returned without a no-op
+#          .to() (pytorch#180642), then where a `seed` step goes with the op on by default (profile_step_gpu.py).
+#   cache: (the same machine, right after prep) `seed` from the inductor cache that prep's call wrote (call 3's
+#          cached runs came from the call before theirs), then with `autotune_elementwise=false`.
+# Usage (device, repo root): bash benchmarks/speed13_gpu.sh park|check|prep|cache   (figures under $OUT)
+set -uo pipefail
+stage=$1
+source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed13
+case $stage in
+park)
+    park_fa4_half
+    ;;
+check)
+    install_fa4
+    python benchmarks/qkv_prep_check_gpu.py > "$out/qkv_prep_check.txt" 2>&1
+    grep -E "^ *[0-9]\.|^   |Error" "$out/qkv_prep_check.txt" | cut -c1-400
+    for run in cold cached cached_again; do
+        bench seed_$run --preset seed "${synthetic[@]}" --window 1792 attention=fa4
+    done
+    bench seed_prep --preset seed "${synthetic[@]}" --window 1792 attention=fa4 fused_qkv_prep=true
+    ;;
+prep)
+    install_fa4
+    timeout 240 python -m pytest -q -p no:logging tests/test_qkv_prep.py tests/test_gpt.py > "$out/tests.txt" 2>&1
+    grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
+    python benchmarks/profile_step_gpu.py seed attention=fa4 > "$out/profile_seed.txt" 2>&1
+    head -14 "$out/profile_seed.txt"; grep -E "GPU idle" "$out/profile_seed.txt"
+    ;;
+cache)
+    install_fa4
+    bench seed_cached_across_calls --preset seed "${synthetic[@]}" --window 1792 attention=fa4
+    bench seed_no_autotune --preset seed "${synthetic[@]}" --window 1792 attention=fa4 autotune_elementwise=false
+    ;;
+esac
