@@ -92,9 +92,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto" (CUDA if present), "cuda", "cpu"
     compile: bool = True  # torch.compile the model (CUDA only)
-    # inductor times a few block sizes for each of its fused elementwise and norm kernels: +0.5 to +0.9 % `seed`
-    # tokens/s on an H100, +31 s to a compile whose kernels are not cached yet (docs/BENCHMARKS.md, session 17)
-    autotune_elementwise: bool = True
+    # inductor times a few block sizes for each of its fused elementwise and norm kernels. Off: +0.5 to +0.9 %
+    # `seed` tokens/s on an H100 before the Q/K prep op, +0.1 % with it, once −7 % unexplained, and +31 s to a
+    # compile whose kernels are not cached yet (docs/BENCHMARKS.md, sessions 17 and 18)
+    autotune_elementwise: bool = False
     bf16: bool = True  # bf16 autocast (CUDA only)
     log_dir: str = "logs"
     run_id: str = ""  # empty: a timestamped id
