@@ -9,7 +9,10 @@
 #          .to() (pytorch#180642), then where a `seed` step goes with the op on by default (profile_step_gpu.py).
 #   cache: (the same machine, right after prep) `seed` from the inductor cache that prep's call wrote (call 3's
 #          cached runs came from the call before theirs), then with `autotune_elementwise=false`.
-# Usage (device, repo root): bash benchmarks/speed13_gpu.sh park|check|prep|cache   (figures under $OUT)
+#   vgrad: (one warm H100 after park, carry .whl/fa4 and .devdata/s18, `git archive 989068d src`) the prep op's GPU
+#          tests with V's gradient written by a Triton kernel (the strided copy took 13.2 ms a step in call 7),
+#          `seed` before (989068d) and after, the ReLU² kernels over more tiles (benchmarks/mlp_gpu.py), `seed` before again.
+# Usage (device, repo root): bash benchmarks/speed13_gpu.sh park|check|prep|cache|vgrad   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed13
@@ -32,6 +35,16 @@ prep)
     grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
     python benchmarks/profile_step_gpu.py seed attention=fa4 > "$out/profile_seed.txt" 2>&1
     head -14 "$out/profile_seed.txt"; grep -E "GPU idle" "$out/profile_seed.txt"
+    ;;
+vgrad)
+    install_fa4
+    timeout 200 python -m pytest -q -p no:logging tests/test_qkv_prep.py > "$out/tests.txt" 2>&1
+    grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
+    older s18 seed_989068d --preset seed "${synthetic[@]}" --window 1792 attention=fa4
+    bench seed_vgrad --preset seed "${synthetic[@]}" --window 1792 attention=fa4
+    python benchmarks/mlp_gpu.py > "$out/mlp.txt" 2>&1
+    tail -32 "$out/mlp.txt"
+    older s18 seed_989068d_again --preset seed "${synthetic[@]}" --window 1792 attention=fa4
     ;;
 cache)
     install_fa4

@@ -83,7 +83,7 @@ INTERPRETER_CHECK = """
 import torch
 from cavegpt.model.gpt import Rotary
 from cavegpt.model.qkv_prep import _norm_rotate_backward_reference, _norm_rotate_reference
-from cavegpt.model.qkv_prep_triton import BLOCK_ROWS, norm_rotate, norm_rotate_backward
+from cavegpt.model.qkv_prep_triton import BLOCK_ROWS, norm_rotate, norm_rotate_backward, v_backward
 generator = torch.Generator().manual_seed(3)
 rotary = Rotary(16, 64)
 qkv = torch.randn(2, 11, 9, 16, generator=generator) * 3  # 2 * 11 * 6 = 132 rows: a partial last block
@@ -95,6 +95,12 @@ grad_qkv = torch.full_like(qkv, float("nan"))
 norm_rotate_backward(grad, qk, rotary.cos, rotary.sin, out=grad_qkv[:, :, :6])
 torch.testing.assert_close(grad_qkv[:, :, :6], _norm_rotate_backward_reference(grad, qk, rotary.cos, rotary.sin))
 assert grad_qkv[:, :, 6:].isnan().all()  # V's part untouched
+grad_v, lamb = torch.randn(2, 11, 3, 16, generator=generator), torch.tensor(0.3)
+v_backward(grad_v, lamb, out=grad_qkv[:, :, 6:])
+torch.testing.assert_close(grad_qkv[:, :, 6:], grad_v * 0.7)
+torch.testing.assert_close(grad_qkv[:, :, :6], _norm_rotate_backward_reference(grad, qk, rotary.cos, rotary.sin))
+v_backward(grad_v, None, out=grad_qkv[:, :, 6:])  # without a value embedding: V's gradient as it came
+assert torch.equal(grad_qkv[:, :, 6:], grad_v)
 print("interpreted kernels match")
 """
 

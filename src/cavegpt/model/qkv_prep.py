@@ -9,7 +9,8 @@ docs/BENCHMARKS.md, sessions 16 and 17). Here
   (FA4's backward gives their gradients apart too, so nothing joins them); V's mix stays in PyTorch (inside the
   compiled graph, inductor fuses it);
 * backward: a kernel reads each head's ``∂y`` and ``x`` once and writes ``∂x`` into its place in one ``∂qkv``;
-  V's part (its mix's gradients in PyTorch, fused by inductor) is copied in beside it.
+  another writes V's part beside it, ``∂v·(1 − λ)`` (a strided copy by PyTorch took 13.2 ms of a `seed` step,
+  session 18); the embedding's and λ's gradients stay in PyTorch, fused by inductor.
 
 Per head of ``D`` channels, with ``r = (mean(x²) + ε)^(-1/2)``, ``n = x·r`` and the rotation ``R`` of the first
 ``D/2`` pairs: ``y = R·n``, so ``∂n = Rᵀ·∂y`` and ``∂x = r·(∂n − n·mean(∂n·n))``. On CUDA the Q/K passes are Triton
@@ -71,6 +72,14 @@ def _norm_rotate_backward(grad: Tensor, heads: Tensor, cos: Tensor, sin: Tensor,
         out.copy_(_norm_rotate_backward_reference(grad, heads, cos, sin))
 
 
+def _v_backward(grad: Tensor, lamb: Tensor | None, out: Tensor) -> None:
+    if _triton_applies(grad):
+        from cavegpt.model.qkv_prep_triton import v_backward
+        v_backward(grad, lamb, out)
+    else:
+        out.copy_(grad if lamb is None else grad.float() * (1 - lamb))
+
+
 @torch.library.custom_op("cavegpt::norm_rotate_qk", mutates_args=())
 def _norm_rotate_qk(qkv: Tensor, cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
     """Q and K of ``qkv`` [B, T, 3H, D], normed and rotated: two [B, T, H, D] tensors in ``qkv``'s dtype."""
@@ -85,18 +94,19 @@ def _(qkv, cos, sin):
 
 
 @torch.library.custom_op("cavegpt::qkv_backward", mutates_args=())
-def _qkv_backward(grad_q: Tensor, grad_k: Tensor, grad_of_v: Tensor, qkv: Tensor, cos: Tensor,
-                  sin: Tensor) -> Tensor:
-    """∂qkv [B, T, 3H, D] from the gradients of the normed, rotated Q and K and V's own, each [B, T, H, D]."""
+def _qkv_backward(grad_q: Tensor, grad_k: Tensor, grad_v: Tensor, qkv: Tensor, cos: Tensor, sin: Tensor,
+                  lamb: Tensor | None) -> Tensor:
+    """∂qkv [B, T, 3H, D] from the gradients of the outputs q, k, v, each [B, T, H, D] (V mixed by ``lamb``)."""
     grad_qkv = torch.empty_like(qkv)
-    for grad, heads, out in zip((grad_q, grad_k), qkv.chunk(3, dim=2), grad_qkv.chunk(3, dim=2)):
+    grad_qkv_q, grad_qkv_k, grad_qkv_v = grad_qkv.chunk(3, dim=2)
+    for grad, heads, out in zip((grad_q, grad_k), qkv.chunk(3, dim=2), (grad_qkv_q, grad_qkv_k)):
         _norm_rotate_backward(grad, heads, cos, sin, out)
-    grad_qkv.chunk(3, dim=2)[2].copy_(grad_of_v)
+    _v_backward(grad_v, lamb, grad_qkv_v)
     return grad_qkv
 
 
 @_qkv_backward.register_fake
-def _(grad_q, grad_k, grad_of_v, qkv, cos, sin):
+def _(grad_q, grad_k, grad_v, qkv, cos, sin, lamb):
     return torch.empty_like(qkv)
 
 
@@ -118,14 +128,13 @@ class _PrepareQKV(torch.autograd.Function):
     def backward(ctx, grad_q: Tensor, grad_k: Tensor, grad_v: Tensor):
         qkv, cos, sin, value_embed, lamb = ctx.saved_tensors
         grad_embed = grad_lamb = None
-        grad_of_v = grad_v
-        if value_embed is not None:  # V's mix in PyTorch: inside the compiled graph inductor fuses it
+        if value_embed is not None:  # the embedding's and λ's: in PyTorch, which inductor fuses into one kernel
             v = qkv.chunk(3, dim=2)[2].float()
             grad = grad_v.float()
-            grad_of_v = (grad * (1 - lamb)).to(qkv.dtype)
             grad_embed = (grad * lamb).to(value_embed.dtype).view_as(value_embed)
             grad_lamb = (grad * (value_embed.view_as(v).float() - v)).sum().to(lamb.dtype)
-        grad_qkv = torch.ops.cavegpt.qkv_backward(grad_q.contiguous(), grad_k.contiguous(), grad_of_v, qkv, cos, sin)
+        grad_qkv = torch.ops.cavegpt.qkv_backward(grad_q.contiguous(), grad_k.contiguous(), grad_v.contiguous(), qkv,
+                                                  cos, sin, lamb)
         return grad_qkv, None, None, grad_embed, grad_lamb
 
 

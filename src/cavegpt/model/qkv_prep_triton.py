@@ -1,9 +1,10 @@
-"""The Q/K passes of :mod:`cavegpt.model.qkv_prep` in Triton: each program takes ``BLOCK_ROWS`` heads (rows of
-``D`` channels, ``D/2`` per half) and reads each once.
+"""The Q/K passes of :mod:`cavegpt.model.qkv_prep` in Triton, and V's backward: each program takes ``BLOCK_ROWS``
+heads (rows of ``D`` channels, ``D/2`` per half) and reads each once.
 
 Forward: ``r = (mean(x²) + ε)^(-1/2)``, ``n = x·r``, then the rotation of the halves by the position's angles.
 Backward: the same ``n`` recomputed from ``x``, ``∂n = Rᵀ·∂y``, ``∂x = r·(∂n − n·mean(∂n·n))``, written where
-the caller says (a slice of the whole ``∂qkv``). All arithmetic in float32; one rounding at the store.
+the caller says (a slice of the whole ``∂qkv``). V's backward: ``∂v·(1 − λ)`` (or ``∂v`` without a value
+embedding) written into its slice of ``∂qkv``. All arithmetic in float32; one rounding at the store.
 """
 
 from __future__ import annotations
@@ -71,6 +72,21 @@ def _norm_rotate_backward_kernel(grad_ptr, grad_token_stride, x_ptr, x_token_str
            r[:, None] * (d2 - n2 * dot[:, None]), HALF)
 
 
+@triton.jit
+def _v_backward_kernel(grad_ptr, grad_token_stride, out_ptr, out_token_stride, lamb_ptr, rows, heads,
+                       MIXED: tl.constexpr, D: tl.constexpr, BLOCK_ROWS: tl.constexpr):
+    row = tl.program_id(0) * BLOCK_ROWS + tl.arange(0, BLOCK_ROWS)
+    mask = row < rows
+    token = (row // heads).to(tl.int64)
+    head = row % heads
+    cols = tl.arange(0, D)[None, :]
+    grad = tl.load(grad_ptr + (token * grad_token_stride + head * D)[:, None] + cols, mask=mask[:, None], other=0.0)
+    if MIXED:
+        grad = grad.to(tl.float32) * (1 - tl.load(lamb_ptr))
+    tl.store(out_ptr + (token * out_token_stride + head * D)[:, None] + cols, grad.to(out_ptr.dtype.element_ty),
+             mask=mask[:, None])
+
+
 def _token_stride(t: Tensor) -> int:
     """The token stride of a [B, T, heads, D] tensor whose heads lie contiguous within each token."""
     B, T, heads, D = t.shape
@@ -98,3 +114,12 @@ def norm_rotate_backward(grad: Tensor, qk: Tensor, cos: Tensor, sin: Tensor, out
     """∂qk into ``out`` (same shape as ``qk``; may be a slice of a larger tensor) from ``grad`` of the output."""
     _launch(_norm_rotate_backward_kernel, grad, _token_stride(grad), qk, _token_stride(qk), out, _token_stride(out),
             qk=qk, cos=cos.contiguous(), sin=sin.contiguous())
+
+
+def v_backward(grad: Tensor, lamb: Tensor | None, out: Tensor) -> None:
+    """∂V into ``out`` (V's slice of ``∂qkv``): ``grad·(1 − λ)``, or ``grad`` itself without a value embedding."""
+    B, T, heads, D = grad.shape
+    rows = B * T * heads
+    _v_backward_kernel[(triton.cdiv(rows, BLOCK_ROWS),)](
+        grad, _token_stride(grad), out, _token_stride(out), grad if lamb is None else lamb, rows, heads,
+        MIXED=lamb is not None, D=D, BLOCK_ROWS=BLOCK_ROWS, num_warps=NUM_WARPS)

@@ -33,8 +33,8 @@ def _descriptor_blocks(nargs: dict) -> None:
     nargs["post_desc"].block_shape = [bm, bn // nargs["SUBTILE"]]
 
 
-def _config(bm: int, bn: int, stages: int, warps: int, subtile: int = 1) -> triton.Config:
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": 64, "SUBTILE": subtile}, num_stages=stages,
+def _config(bm: int, bn: int, stages: int, warps: int, subtile: int = 1, bk: int = 64) -> triton.Config:
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SUBTILE": subtile}, num_stages=stages,
                          num_warps=warps, pre_hook=_descriptor_blocks)
 
 
