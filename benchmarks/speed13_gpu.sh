@@ -12,7 +12,11 @@
 #   vgrad: (one warm H100 after park, carry .whl/fa4 and .devdata/s18, `git archive 989068d src`) the prep op's GPU
 #          tests with V's gradient written by a Triton kernel (the strided copy took 13.2 ms a step in call 7),
 #          `seed` before (989068d) and after, the ReLU² kernels over more tiles (benchmarks/mlp_gpu.py), `seed` before again.
-# Usage (device, repo root): bash benchmarks/speed13_gpu.sh park|check|prep|cache|vgrad   (figures under $OUT)
+#   post:  (one warm H100 after park, carry .whl/fa4 and .devdata/s18b, `git archive 8878d7b src`) the ReLU²
+#          kernels' GPU tests, mlp_gpu.py, then `seed` at 8878d7b and on this tree. Call 12 ran it with the
+#          backward's `post` fetched before the matmul (a PREFETCH tile option, two such tiles in CONFIGS): the
+#          prefetching backward took 1.9 to 21 ms against 0.33, so the option was removed.
+# Usage (device, repo root): bash benchmarks/speed13_gpu.sh park|check|prep|cache|vgrad|post   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed13
@@ -45,6 +49,15 @@ vgrad)
     python benchmarks/mlp_gpu.py > "$out/mlp.txt" 2>&1
     tail -32 "$out/mlp.txt"
     older s18 seed_989068d_again --preset seed "${synthetic[@]}" --window 1792 attention=fa4
+    ;;
+post)
+    install_fa4
+    timeout 120 python -m pytest -q -p no:logging tests/test_relu_square.py > "$out/tests.txt" 2>&1
+    grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
+    python benchmarks/mlp_gpu.py > "$out/mlp.txt" 2>&1
+    tail -24 "$out/mlp.txt"
+    older s18b seed_8878d7b --preset seed "${synthetic[@]}" --window 1792 attention=fa4
+    bench seed_post --preset seed "${synthetic[@]}" --window 1792 attention=fa4
     ;;
 cache)
     install_fa4
