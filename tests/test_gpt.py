@@ -214,11 +214,14 @@ def test_bigram_embedding_reads_the_previous_token_and_only_it() -> None:
                                      if any(p is q for q in model.param_groups()["embeddings"])}
 
 
-def test_rows_looked_up_into_grad_sum_the_same_gradients_as_autograd() -> None:
+@pytest.mark.parametrize("by_token", [False, True])
+def test_rows_looked_up_into_grad_sum_the_same_gradients_as_autograd(by_token: bool) -> None:
     """The trainer's path (``look_up(into_grad=True)``: each table's gradient added straight into ``.grad``)
-    against plain ``backward()``, over two micro-batches that share tokens, in float64."""
+    against plain ``backward()``, over two micro-batches that share tokens, in float64. (``row_grads_by_token``
+    sums by token on CUDA only; on the CPU it must fall back to the same sums: tests/test_row_grads.py has the GPU.)"""
     torch.manual_seed(0)
-    model = randomized(GPT(ModelConfig(**SMALL, bigram_vocab=4096, attention="sdpa")).double())
+    config = ModelConfig(**SMALL, bigram_vocab=4096, attention="sdpa", row_grads_by_token=by_token)
+    model = randomized(GPT(config).double())
     tables = model.param_groups()["embeddings"]
     batches = [torch.randint(0, 300, (2, 65)) for _ in range(2)]  # a small range: rows repeat within and across
     window = torch.tensor(64)

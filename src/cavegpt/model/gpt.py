@@ -96,6 +96,9 @@ class ModelConfig:
     fused_head: bool = True  # LM head + soft cap + loss in one pass (cavegpt.model.head_loss); False: plain
     fused_mlp: bool = True  # ReLU² inside the MLP's matmuls when training (cavegpt.model.relu_square); False: plain
     fused_qkv_prep: bool = True  # Q/K norm + rotary and V's mix in one op each way when training (model.qkv_prep)
+    # the embedding rows' gradients summed by token before they reach .grad on CUDA (model.row_grads_triton);
+    # False: index_add_, an atomic add per row. Off until measured
+    row_grads_by_token: bool = False
 
     def __post_init__(self) -> None:  # JSON (a checkpoint's config) brings lists
         self.no_attention_layers = tuple(self.no_attention_layers)
@@ -177,25 +180,36 @@ class _RowsIntoGrad(torch.autograd.Function):
     hold most of the parameters (the seed's four: 154M of 278M), for the rows of one micro-batch. Here only
     the looked-up rows move. The tables' own gradients come back as None: their sums are already in
     ``.grad``. The trainer calls it before the compiled forward, so that this backward runs as written.
+    With ``by_token`` (``ModelConfig.row_grads_by_token``), on CUDA each token's rows are summed before they reach
+    ``.grad`` (:mod:`cavegpt.model.row_grads_triton`) rather than added one by one by ``index_add_``.
     """
 
     @staticmethod
-    def forward(ctx, *pairs: Tensor) -> tuple[Tensor, ...]:  # index, table, index, table, …
+    def forward(ctx, by_token: bool, *pairs: Tensor) -> tuple[Tensor, ...]:  # index, table, index, table, …
         indices, tables = pairs[0::2], pairs[1::2]
         ctx.save_for_backward(*indices)
-        ctx.tables = tables
+        ctx.tables, ctx.by_token = tables, by_token
         ctx.set_materialize_grads(False)
         return tuple(F.embedding(index, table) for index, table in zip(indices, tables))
 
     @staticmethod
     def backward(ctx, *grads: Tensor | None) -> tuple[None, ...]:
+        sorted_by_index = {}  # the tables looked up with one index share its sort
         for index, table, grad in zip(ctx.saved_tensors, ctx.tables, grads):
             if grad is None:
                 continue
             if table.grad is None:
                 table.grad = torch.zeros_like(table)
-            table.grad.index_add_(0, index.flatten(), grad.reshape(-1, table.size(1)).to(table.dtype))
-        return (None,) * (2 * len(ctx.tables))
+            rows = grad.reshape(-1, table.size(1))
+            if ctx.by_token and rows.is_cuda and table.dtype == torch.float32:
+                from cavegpt.model.row_grads_triton import add_rows_by_token, sort_tokens
+                key = (index.data_ptr(), index.numel())
+                if key not in sorted_by_index:
+                    sorted_by_index[key] = sort_tokens(index)
+                add_rows_by_token(table.grad, *sorted_by_index[key], rows.contiguous())
+            else:
+                table.grad.index_add_(0, index.flatten(), rows.to(table.dtype))
+        return (None,) * (1 + 2 * len(ctx.tables))
 
 
 def rms_norm(x: Tensor) -> Tensor:
@@ -372,7 +386,8 @@ class GPT(nn.Module):
             indices.append(bigram_rows(tokens, prior, self.config.bigram_vocab))
             tables.append(self.bigram_embed.weight)
         if into_grad:
-            rows = _RowsIntoGrad.apply(*(t for pair in zip(indices, tables) for t in pair))
+            pairs = (t for pair in zip(indices, tables) for t in pair)
+            rows = _RowsIntoGrad.apply(self.config.row_grads_by_token, *pairs)
         else:
             rows = [F.embedding(index, table) for index, table in zip(indices, tables)]
         n = len(self.value_embeds)

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Issue 16, session 19 (planned; `seed` at 475,011-478,567 tokens/s with FA4 in session 18; the bar is 500k):
+#   park:  (carry .whl/cu13a) the first half of the FA4 wheels to /tmp; the next call must follow at once.
+#   rows:  (one warm H100 after park, carry .whl/fa4 and .devdata/textmix_val, a copy of
+#          ../shared/data/textmix/textmix_val_000000.bin) the embedding rows summed by token before .grad
+#          (`row_grads_by_token`, off by default): its GPU tests, the kernel over blocks and warps against index_add_
+#          on uniform and English tokens (benchmarks/row_grads_gpu.py), then `seed` without, with, without again.
+# Usage (device, repo root): bash benchmarks/speed14_gpu.sh park|rows   (figures under $OUT)
+set -uo pipefail
+stage=$1
+source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed14
+case $stage in
+park)
+    park_fa4_half
+    ;;
+rows)
+    install_fa4
+    timeout 200 python -m pytest -q -p no:logging tests/test_row_grads.py tests/test_gpt.py > "$out/tests.txt" 2>&1
+    grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
+    python benchmarks/row_grads_gpu.py > "$out/row_grads.txt" 2>&1
+    tail -30 "$out/row_grads.txt"
+    bench seed_index_add --preset seed "${synthetic[@]}" --window 1792 attention=fa4
+    bench seed_by_token --preset seed "${synthetic[@]}" --window 1792 attention=fa4 row_grads_by_token=true
+    bench seed_index_add_again --preset seed "${synthetic[@]}" --window 1792 attention=fa4
+    ;;
+esac
