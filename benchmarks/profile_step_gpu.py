@@ -1,6 +1,6 @@
 """Where one optimizer step of a preset spends GPU time now: torch.profiler over 2 steps, kernels grouped by kind,
-then the GPU's idle gaps between kernels (the host not keeping up), largest first, with the kernels around them.
-Every kernel is listed (longest first), so the output's tail is the gaps and its head the summary.
+then the GPU's idle gaps between kernels (the host not keeping up), largest first, with the kernels around them,
+then one more step's cuBLAS matmuls by shape with the rate each reaches. Every kernel is listed (longest first).
 
 Usage (device, repo root): PYTHONPATH=src python benchmarks/profile_step_gpu.py PRESET [key=value ...]
 (synthetic shards with FineWeb-like documents are written to a temp folder)
@@ -55,6 +55,29 @@ def main(synthetic_data: list[str]) -> None:
     for e in sorted(kernels, key=lambda e: -e.device_time_total):
         print(f"  {e.device_time_total / 2 / 1000:8.2f} ms  {e.count // 2:5d}×  {e.key[:160]}")
     print_gaps(prof)
+    print_matmul_shapes(trainer, at)
+
+
+MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::_scaled_mm"}
+
+
+def print_matmul_shapes(trainer: Trainer, at: int) -> None:
+    """cuBLAS's matmuls of one more step by shape, with the rate each reaches (the kernel list names tiles, not
+    shapes): which products run far from the GPU's peak."""
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+        trainer.train_step(at)
+        trainer.synchronize()
+    rows = []
+    for e in prof.key_averages(group_by_input_shape=True):
+        matrices = [shape for shape in e.input_shapes if len(shape) in (2, 3)]
+        if e.key not in MATMULS or len(matrices) < 2 or e.device_time_total <= 0:
+            continue
+        a, b = matrices[-2:]
+        flops = 2 * (a[0] if len(a) == 3 else 1) * a[-2] * a[-1] * b[-1] * e.count
+        rows.append((e.device_time_total, e.count, e.key, a, b, flops / (e.device_time_total * 1e-6) / 1e12))
+    print("matmuls by shape, one step (ms, calls, op, shapes, TFLOP/s):")
+    for us, count, key, a, b, rate in sorted(rows, reverse=True):
+        print(f"  {us / 1000:8.2f} ms  {count:5d}×  {key:<16} {str(list(a)):>18} · {str(list(b)):<18} {rate:6.0f}")
 
 
 def print_gaps(prof) -> None:

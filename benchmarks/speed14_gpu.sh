@@ -5,7 +5,9 @@
 #          ../shared/data/textmix/textmix_val_000000.bin) the embedding rows summed by token before .grad
 #          (`row_grads_by_token`, off by default): its GPU tests, the kernel over blocks and warps against index_add_
 #          on uniform and English tokens (benchmarks/row_grads_gpu.py), then `seed` without, with, without again.
-# Usage (device, repo root): bash benchmarks/speed14_gpu.sh park|rows   (figures under $OUT)
+#   profile: (the same machine, right after rows) where a `seed` step goes, with cuBLAS's matmuls by shape and rate
+#          (which products run far from peak: call 7's kernel list named a 128×128 tile at 180 µs a call, 192 a step).
+# Usage (device, repo root): bash benchmarks/speed14_gpu.sh park|rows|profile   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed14
@@ -22,5 +24,10 @@ rows)
     bench seed_index_add --preset seed "${synthetic[@]}" --window 1792 attention=fa4
     bench seed_by_token --preset seed "${synthetic[@]}" --window 1792 attention=fa4 row_grads_by_token=true
     bench seed_index_add_again --preset seed "${synthetic[@]}" --window 1792 attention=fa4
+    ;;
+profile)
+    install_fa4
+    python benchmarks/profile_step_gpu.py seed attention=fa4 > "$out/profile_seed.txt" 2>&1
+    head -14 "$out/profile_seed.txt"; grep -A25 "matmuls by shape" "$out/profile_seed.txt"
     ;;
 esac
