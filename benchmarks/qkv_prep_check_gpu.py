@@ -2,8 +2,9 @@
 learns as the plain one on the GPU.
 
 1. λ's gradient at the GPU test's shape: the prep op and the plain path (eager, compiled) against float64.
-2. The op traced by ``torch.compile(backend="aot_eager")`` (the CPU test that failed under PyTorch 2.11), on the CPU
-   and on the GPU: each part's error (Q, K, V thirds of ∂qkv, ∂embedding, ∂λ), with and without a value embedding.
+2. The op traced by ``torch.compile(backend="aot_eager")`` (the CPU test that failed under PyTorch 2.11), on the
+   CPU and on the GPU: each part's error (Q, K, V thirds of ∂qkv, ∂embedding, ∂λ), with and without a value
+   embedding.
 3. A 4-layer model of `seed`'s width (Flex attention, bf16 autocast, compiled) with and without the op: the loss and
    each parameter's gradient, the worst relative differences, beside the same model's two plain runs.
 
@@ -11,16 +12,12 @@ Usage (device, repo root): PYTHONPATH=src python benchmarks/qkv_prep_check_gpu.p
 """
 import torch
 
-from cavegpt.model.gpt import GPT, ModelConfig, Rotary, rms_norm
+from cavegpt.model.gpt import GPT, ModelConfig, Rotary, prepare_plain
 from cavegpt.model.qkv_prep import prepare_qkv
 
 
 def plain(qkv, rotary, value_embed, lamb):
-    q, k, v = qkv.split(qkv.size(2) // 3, dim=2)
-    q, k = rotary(rms_norm(q)), rotary(rms_norm(k))
-    if lamb is not None:
-        v = (1 - lamb) * v + lamb * value_embed.view_as(v)
-    return q, k, v
+    return tuple(t.bfloat16() for t in prepare_plain(*qkv.split(qkv.size(2) // 3, dim=2), rotary, value_embed, lamb))
 
 
 def lamb_against_float64() -> None:
@@ -37,8 +34,8 @@ def lamb_against_float64() -> None:
     paths = {
         "prep op, eager": lambda: prepare_qkv(qkv, rotary.cos, rotary.sin, embed, lamb),
         "prep op, compiled": torch.compile(lambda: prepare_qkv(qkv, rotary.cos, rotary.sin, embed, lamb)),
-        "plain, eager": lambda: tuple(t.bfloat16() for t in plain(qkv, rotary, embed, lamb)),
-        "plain, compiled": torch.compile(lambda: tuple(t.bfloat16() for t in plain(qkv, rotary, embed, lamb))),
+        "plain, eager": lambda: plain(qkv, rotary, embed, lamb),
+        "plain, compiled": torch.compile(lambda: plain(qkv, rotary, embed, lamb)),
     }
     for name, run in paths.items():
         got = torch.autograd.grad(run(), [lamb], grads)[0].item()
@@ -87,7 +84,8 @@ def model_with_and_without(device: str = "cuda", attention: str = "flex", T: int
     loss0, grads0 = runs["plain"]
     for name in ("plain again", "prep op"):
         loss, grads = runs[name]
-        errors = sorted(((((grads[n] - g).norm() / g.norm().clamp_min(1e-30)).item(), n) for n, g in grads0.items()), reverse=True)
+        errors = sorted((((grads[n] - g).norm() / g.norm().clamp_min(1e-30)).item(), n) for n, g in grads0.items())
+        errors.reverse()
         worst = ", ".join(f"{n} {e:.1e}" for e, n in errors[:4])
         print(f"3. {name} vs plain: loss {loss:.6f} vs {loss0:.6f}; worst gradients: {worst}")
 

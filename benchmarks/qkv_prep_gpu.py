@@ -9,7 +9,7 @@ import torch
 from triton.testing import do_bench
 
 import cavegpt.model.qkv_prep_triton as kernels
-from cavegpt.model.gpt import Rotary, rms_norm
+from cavegpt.model.gpt import Rotary, prepare_plain
 from cavegpt.model.qkv_prep import prepare_qkv
 
 TOKENS, HEADS, D = 32768, 6, 128
@@ -17,11 +17,7 @@ PEAK_TB_S = 3.35  # H100 SXM HBM3, the datasheet's
 
 
 def plain(qkv, rotary, value_embed, lamb):
-    q, k, v = qkv.split(HEADS, dim=2)
-    q, k = rotary(rms_norm(q)), rotary(rms_norm(k))
-    if lamb is not None:
-        v = (1 - lamb) * v + lamb * value_embed.view_as(v)
-    return q.bfloat16(), k.bfloat16(), v.bfloat16()
+    return tuple(t.bfloat16() for t in prepare_plain(*qkv.split(HEADS, dim=2), rotary, value_embed, lamb))
 
 
 def main() -> None:

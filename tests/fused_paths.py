@@ -33,7 +33,8 @@ def assert_learns_as_the_plain_one(plain: GPT, fused: GPT) -> None:
 
 def run_in_triton_interpreter(code: str, done_line: str) -> None:
     """``code`` run by Python with Triton's CPU interpreter, in a process of its own (the interpreter is chosen when a
-    kernel is defined); it must exit cleanly and print ``done_line``."""
+    kernel is defined); it must exit cleanly and print ``done_line``. Skips where Triton is not installed."""
+    pytest.importorskip("triton", reason="triton is not installed (it comes with CUDA builds of PyTorch)")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]

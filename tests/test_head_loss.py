@@ -104,7 +104,6 @@ print("interpreted kernel matches")
 def test_triton_row_kernel_matches_the_pytorch_rows_in_the_interpreter() -> None:
     """The CUDA kernel's arithmetic, run by Triton's CPU interpreter (in a process of its own: the
     interpreter is chosen when the kernel is defined)."""
-    pytest.importorskip("triton", reason="triton is not installed (it comes with CUDA builds of PyTorch)")
     run_in_triton_interpreter(INTERPRETER_CHECK, "interpreted kernel matches")
 
 

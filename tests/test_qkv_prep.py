@@ -6,18 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cavegpt.model.gpt import GPT, ModelConfig, Rotary, rms_norm
+from cavegpt.model.gpt import GPT, ModelConfig, Rotary, prepare_plain
 from cavegpt.model.qkv_prep import prepare_qkv
 from tests.fused_paths import SMALL, assert_learns_as_the_plain_one, run_in_triton_interpreter
 
 
 def plain_prep(qkv, rotary, value_embed, lamb):
     """CausalSelfAttention's own path from the joined product, in the dtype it computes in (float32)."""
-    q, k, v = qkv.split(qkv.size(2) // 3, dim=2)
-    q, k = rotary(rms_norm(q)), rotary(rms_norm(k))
-    if lamb is not None:
-        v = (1 - lamb) * v + lamb * value_embed.view_as(v)
-    return q, k, v
+    return prepare_plain(*qkv.split(qkv.size(2) // 3, dim=2), rotary, value_embed, lamb)
 
 
 def inputs(heads: int = 3, head_dim: int = 16, with_embed: bool = True, seed: int = 0):
@@ -108,7 +104,6 @@ print("interpreted kernels match")
 def test_triton_kernels_match_the_pytorch_arithmetic_in_the_interpreter() -> None:
     """The CUDA kernels' arithmetic, run by Triton's CPU interpreter in a process of its own (the interpreter is
     chosen when the kernel is defined)."""
-    pytest.importorskip("triton", reason="triton is not installed (it comes with CUDA builds of PyTorch)")
     run_in_triton_interpreter(INTERPRETER_CHECK, "interpreted kernels match")
 
 

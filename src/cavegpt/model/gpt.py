@@ -252,6 +252,16 @@ class Rotary(nn.Module):
         return rotated.type_as(x)
 
 
+def prepare_plain(q: Tensor, k: Tensor, v: Tensor, rotary: Rotate, value_embed: Tensor | None,
+                  lamb: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """Attention's inputs from the heads [B, T, H, D]: Q and K RMS-normed and rotated, V mixed with its value
+    embedding by ``lamb`` where the layer has one (:mod:`cavegpt.model.qkv_prep` does this in one op each way)."""
+    q, k = rotary(rms_norm(q)), rotary(rms_norm(k))
+    if lamb is not None:
+        v = (1 - lamb) * v + lamb * value_embed.view_as(v)
+    return q, k, v
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: ModelConfig, has_value_embed: bool):
         super().__init__()
@@ -279,9 +289,7 @@ class CausalSelfAttention(nn.Module):
         else:  # inference: copying the weights together would triple what memory-bound decoding reads of them
             q, k, v = (linear(x).view(B, T, self.n_head, -1) for linear in (self.c_q, self.c_k, self.c_v))
         dtype = q.dtype  # the matmuls' dtype (bf16 under autocast); norms and the mix may upcast
-        q, k = rotary(rms_norm(q)), rotary(rms_norm(k))
-        if self.lamb is not None:
-            v = (1 - self.lamb) * v + self.lamb * value_embed.view_as(v)
+        q, k, v = prepare_plain(q, k, v, rotary, value_embed, self.lamb)
         return self.project(x, attend(q.to(dtype), k.to(dtype), v.to(dtype)))
 
     def project(self, x: Tensor, y: Tensor) -> Tensor:
