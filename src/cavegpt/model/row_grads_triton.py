@@ -2,11 +2,11 @@
 row_grads_by_token``), in Triton.
 
 ``index_add_`` adds every looked-up row into ``.grad`` by an atomic add of its own: 13.1 ms of a `seed` step on an
-H100 for the four tables (docs/BENCHMARKS.md, session 18), about twice what its bytes need, as the frequent tokens'
-adds queue on the same rows. Here the micro-batch's tokens are sorted once (the four tables share them); each program
-takes ``BLOCK`` consecutive sorted positions and ``BLOCK_C`` channels, sums the rows of each run of one token by a
-segmented scan, and adds each run's sum into ``.grad`` with one atomic add. A token's rows meet in one add per block
-they span instead of one per occurrence.
+H100 for the four tables (docs/BENCHMARKS.md, session 18, on uniform random tokens), about twice what its bytes
+need; on text the frequent tokens' adds also queue on the same rows. Here the micro-batch's tokens are sorted once
+(the four tables share them); each program takes ``BLOCK`` consecutive sorted positions and ``BLOCK_C`` channels,
+sums the rows of each run of one token by a segmented scan, and adds each run's sum into ``.grad`` with one atomic
+add. A token's rows meet in one add per block they span instead of one per occurrence.
 """
 
 from __future__ import annotations
