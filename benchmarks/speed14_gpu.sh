@@ -7,6 +7,10 @@
 #          on uniform and English tokens (benchmarks/row_grads_gpu.py), then `seed` without, with, without again.
 #   profile: (the same machine, right after rows) where a `seed` step goes, with cuBLAS's matmuls by shape and rate
 #          (which products run far from peak: call 7's kernel list named a 128×128 tile at 180 µs a call, 192 a step).
+# Issue 16's learning check with the prep op on (2 GPUs, no FA4; carry .devdata/textmix, a copy of
+# ../shared/data/textmix, and .devdata/s18start, made with `git archive 821e6b3 src | tar -x -C .devdata/s18start`):
+#   BEFORE=s18start SEEDS="0 1 2" bash benchmarks/speed9_gpu.sh seeds
+# (300 `seed` steps on textmix per init seed, session 18's start on GPU 1 beside this tree on GPU 0).
 # Usage (device, repo root): bash benchmarks/speed14_gpu.sh park|rows|profile   (figures under $OUT)
 set -uo pipefail
 stage=$1
