@@ -38,16 +38,16 @@ staging)
 inductor)
     install_fa4
     bench seed_main --preset seed "${synthetic[@]}" attention=fa4
-    settings="python benchmarks/inductor_config_gpu.py"
-    CAVEGPT="$settings max_autotune_pointwise=True --" bench seed_autotune_pointwise --preset seed "${synthetic[@]}" attention=fa4
-    CAVEGPT="$settings triton.multi_kernel=1 --" bench seed_multi_kernel --preset seed "${synthetic[@]}" attention=fa4
+    settings="python benchmarks/module_settings.py"; i=torch._inductor.config.
+    CAVEGPT="$settings ${i}max_autotune_pointwise=True --" bench seed_autotune_pointwise --preset seed "${synthetic[@]}" attention=fa4
+    CAVEGPT="$settings ${i}triton.multi_kernel=1 --" bench seed_multi_kernel --preset seed "${synthetic[@]}" attention=fa4
     ;;
 inductor2)
     install_fa4
-    settings="python benchmarks/inductor_config_gpu.py"
+    settings="python benchmarks/module_settings.py"; i=torch._inductor.config.
     bench seed_main_again --preset seed "${synthetic[@]}" attention=fa4
-    CAVEGPT="$settings max_autotune_pointwise=True --" bench seed_autotune_pointwise_again --preset seed "${synthetic[@]}" attention=fa4
-    CAVEGPT="$settings max_autotune_pointwise=True triton.multi_kernel=1 --" bench seed_both --preset seed "${synthetic[@]}" attention=fa4
+    CAVEGPT="$settings ${i}max_autotune_pointwise=True --" bench seed_autotune_pointwise_again --preset seed "${synthetic[@]}" attention=fa4
+    CAVEGPT="$settings ${i}max_autotune_pointwise=True ${i}triton.multi_kernel=1 --" bench seed_both --preset seed "${synthetic[@]}" attention=fa4
     ;;
 small)
     older main17 12gb_before --preset 12gb --synthetic --steps 10 --window 1792

@@ -140,8 +140,8 @@ inductor)
     record=(--preset record "${synthetic[@]}" --at-step 1900 attention=flex)
     bench record_as_is "${record[@]}"
     TORCHINDUCTOR_ENABLE_PDL=1 bench record_pdl "${record[@]}"
-    CAVEGPT="python benchmarks/inductor_config_gpu.py combo_kernels=True --" bench record_combo_kernels "${record[@]}"
-    CAVEGPT="python benchmarks/inductor_config_gpu.py aggressive_fusion=True --" bench record_aggressive_fusion "${record[@]}"
+    CAVEGPT="python benchmarks/module_settings.py torch._inductor.config.combo_kernels=True --" bench record_combo_kernels "${record[@]}"
+    CAVEGPT="python benchmarks/module_settings.py torch._inductor.config.aggressive_fusion=True --" bench record_aggressive_fusion "${record[@]}"
     TORCHINDUCTOR_MULTI_KERNEL=1 bench record_multi_kernel "${record[@]}"
     ;;
 esac
