@@ -86,6 +86,7 @@ from cavegpt.model.head_loss import ahead_targets, rows_loss_and_grad
 from cavegpt.model.head_loss_triton import triton_rows_loss_and_grad
 generator = torch.Generator().manual_seed(1)
 logits = torch.randn(6, 1000, generator=generator) * 25
+logits[3, 7], logits[4, 9] = -1e4, 1e4  # far beyond the cap: σ underflows to 0, saturates at 1
 ahead = ahead_targets(torch.randint(0, 1000, (2, 3), generator=generator), 3)
 ahead[0, 1] = ahead[0, 0]
 ahead[1, :] = torch.tensor([255, 256, 999])  # targets on the edges of the kernel's 256-wide blocks

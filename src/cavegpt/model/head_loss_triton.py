@@ -27,8 +27,9 @@ LOG2E = tl.constexpr(1.4426950408889634)  # exp(x) = exp2(x · log2 e), and exp2
 
 @triton.jit
 def _sigmoid(raw, scale):
-    """(σ(2z / cap), e = exp(−2z / cap)) of a block of logits, with ``scale = −2 · log2(e) / cap``."""
-    e = tl.exp2(raw * scale)
+    """(σ(2z / cap), e = exp(−2z / cap)) of a block of logits, with ``scale = −2 · log2(e) / cap``. e stops at 2^64
+    (z < −22 · cap), where σ ≤ 2^−64 is 0 to float32 sums: e = inf would make the slope e · σ² = inf · 0 = NaN."""
+    e = tl.exp2(tl.minimum(raw * scale, 64.0))
     return 1.0 / (1.0 + e), e
 
 
