@@ -39,10 +39,13 @@ def test_the_trainers_path_on_the_gpu_sums_as_index_add() -> None:
     for by_token in (False, True):
         torch.manual_seed(0)
         model = GPT(ModelConfig(**SMALL, bigram_vocab=512, row_grads_by_token=by_token)).cuda()
+        with torch.no_grad():
+            for p in model.parameters():
+                torch.nn.init.normal_(p, std=0.1)  # the zero-initialised head would leave every row's gradient 0
         tokens = torch.randint(0, 8, (4, 257), device="cuda")  # 8 tokens: long runs, many blocks each
         rows = model.look_up(tokens[:, :-1], into_grad=True)
         model(tokens[:, :-1], torch.tensor(64), tokens[:, 1:], rows=rows).backward()
         grads.append([table.grad for table in model.param_groups()["embeddings"]])
     for by_index_add, by_token in zip(*grads):
         assert by_token.abs().sum() > 0
-        torch.testing.assert_close(by_token, by_index_add, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(by_token, by_index_add, rtol=1e-5, atol=1e-5)  # float32 sums in another order

@@ -97,8 +97,8 @@ class ModelConfig:
     fused_mlp: bool = True  # ReLU² inside the MLP's matmuls when training (cavegpt.model.relu_square); False: plain
     fused_qkv_prep: bool = True  # Q/K norm + rotary and V's mix in one op each way when training (model.qkv_prep)
     # the embedding rows' gradients summed by token before they reach .grad on CUDA (model.row_grads_triton);
-    # False: index_add_, an atomic add per row. Off until measured
-    row_grads_by_token: bool = False
+    # False: index_add_, an atomic add per row (`seed` +0.46 % with it on an H100, docs/BENCHMARKS.md session 19)
+    row_grads_by_token: bool = True
 
     def __post_init__(self) -> None:  # JSON (a checkpoint's config) brings lists
         self.no_attention_layers = tuple(self.no_attention_layers)
