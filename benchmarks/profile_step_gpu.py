@@ -64,7 +64,7 @@ MATMULS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::_scaled_mm"}
 def print_matmul_shapes(trainer: Trainer, at: int) -> None:
     """cuBLAS's matmuls of one more step by shape, with the rate each reaches (the kernel list names tiles, not
     shapes): which products run far from the GPU's peak."""
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True, with_flops=True) as prof:
         trainer.train_step(at)
         trainer.synchronize()
     rows = []
@@ -72,9 +72,9 @@ def print_matmul_shapes(trainer: Trainer, at: int) -> None:
         matrices = [shape for shape in e.input_shapes if len(shape) in (2, 3)]
         if e.key not in MATMULS or len(matrices) < 2 or e.device_time_total <= 0:
             continue
-        a, b = matrices[-2:]
-        flops = 2 * (a[0] if len(a) == 3 else 1) * a[-2] * a[-1] * b[-1] * e.count
-        rows.append((e.device_time_total, e.count, e.key, a, b, flops / (e.device_time_total * 1e-6) / 1e12))
+        # the factors: addmm's come after the added matrix, and inductor's out= buffer comes last
+        a, b = matrices[1:3] if e.key == "aten::addmm" and len(matrices) > 2 else matrices[:2]
+        rows.append((e.device_time_total, e.count, e.key, a, b, e.flops / (e.device_time_total * 1e-6) / 1e12))
     print("matmuls by shape, one step (ms, calls, op, shapes, TFLOP/s):")
     for us, count, key, a, b, rate in sorted(rows, reverse=True):
         print(f"  {us / 1000:8.2f} ms  {count:5d}×  {key:<16} {str(list(a)):>18} · {str(list(b)):<18} {rate:6.0f}")
