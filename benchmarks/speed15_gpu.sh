@@ -15,6 +15,8 @@
 #          × programs per SM; the rows by token on English tokens as well; then `seed`: 9cb3a02, this tree with the
 #          sweep's fastest head setting, that plus the rows by token at block 32, 128 channels, 4 warps (call 5's
 #          fastest on uniform tokens), 9cb3a02 again.
+# (head and head2 are kept as they ran: the head-kernel probes they measured were removed after call 7, so they no
+# longer run as written; docs/BENCHMARKS.md, session 19)
 # Usage (device, repo root): bash benchmarks/speed15_gpu.sh park|head|head2   (figures under $OUT)
 set -uo pipefail
 stage=$1
