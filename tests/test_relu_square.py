@@ -86,9 +86,10 @@ from cavegpt.model.relu_square_triton import relu_square_matmul
 generator = torch.Generator().manual_seed(2)
 a, b = torch.randn(100, 48, generator=generator), torch.randn(72, 48, generator=generator)  # ragged tiles
 grad_y, w_proj = torch.randn(100, 24, generator=generator), torch.randn(24, 72, generator=generator)
-for subtile in (1, 2):  # the epilogue whole, and in two halves
-    config = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16, "SUBTILE": subtile}, num_stages=2,
-                           num_warps=4)
+# the epilogue whole, in two halves, and the warp-specialized loop
+for subtile, specialized in ((1, False), (2, False), (1, True)):
+    config = triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "BLOCK_K": 16, "SUBTILE": subtile,
+                            "WARP_SPECIALIZE": specialized}, num_stages=2, num_warps=4)
     post = relu_square_matmul(a, b.T, config=config)  # b [N, K] read by rows of K
     torch.testing.assert_close(post, torch.relu(a @ b.T).square(), rtol=1e-5, atol=1e-3)
     for weight in (w_proj, w_proj.T.contiguous().T):  # [K, N] read by rows of N, and by rows of K

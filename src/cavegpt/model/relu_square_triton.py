@@ -33,9 +33,11 @@ def _descriptor_blocks(nargs: dict) -> None:
     nargs["post_desc"].block_shape = [bm, bn // nargs["SUBTILE"]]
 
 
-def _config(bm: int, bn: int, stages: int, warps: int, subtile: int = 1, bk: int = 64) -> triton.Config:
-    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SUBTILE": subtile}, num_stages=stages,
-                         num_warps=warps, pre_hook=_descriptor_blocks)
+def _config(bm: int, bn: int, stages: int, warps: int, subtile: int = 1, bk: int = 64,
+            warp_specialize: bool = False) -> triton.Config:
+    return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "SUBTILE": subtile,
+                          "WARP_SPECIALIZE": warp_specialize}, num_stages=stages, num_warps=warps,
+                         pre_hook=_descriptor_blocks)
 
 
 # tile shapes, pipelines and epilogue splits tried on the first call of each shape; the fastest is kept for the
@@ -67,26 +69,39 @@ def _store(acc, out_desc, post_desc, off_m, off_n, BACKWARD: tl.constexpr):
     out_desc.store([off_m, off_n], out.to(out_desc.dtype))
 
 
+@triton.jit
+def _output_tile(a_desc, b_desc, out_desc, post_desc, tile, tiles_m, tiles_n, K, BACKWARD: tl.constexpr,
+                 B_KN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                 SUBTILE: tl.constexpr):
+    off_m, off_n = _tile_origin(tile, tiles_m, tiles_n, BLOCK_M, BLOCK_N, GROUP_M)
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    for k in range(0, K, BLOCK_K):
+        if B_KN:
+            acc = tl.dot(a_desc.load([off_m, k]), b_desc.load([k, off_n]), acc)
+        else:
+            acc = tl.dot(a_desc.load([off_m, k]), b_desc.load([off_n, k]).T, acc)
+    if SUBTILE == 1:
+        _store(acc, out_desc, post_desc, off_m, off_n, BACKWARD)
+    else:
+        left, right = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
+        _store(left, out_desc, post_desc, off_m, off_n, BACKWARD)
+        _store(right, out_desc, post_desc, off_m, off_n + BLOCK_N // 2, BACKWARD)
+
+
 @triton.autotune(CONFIGS, key=["M", "N", "K", "BACKWARD", "B_KN"])
 @triton.jit
 def _relu_square_matmul(a_desc, b_desc, out_desc, post_desc, M, N, K, NUM_PROGRAMS: tl.constexpr,
                         BACKWARD: tl.constexpr, B_KN: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                        BLOCK_K: tl.constexpr, SUBTILE: tl.constexpr):
+                        BLOCK_K: tl.constexpr, SUBTILE: tl.constexpr, WARP_SPECIALIZE: tl.constexpr = False):
     tiles_m, tiles_n = tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N)
-    for tile in tl.range(tl.program_id(0), tiles_m * tiles_n, NUM_PROGRAMS, flatten=True):
-        off_m, off_n = _tile_origin(tile, tiles_m, tiles_n, BLOCK_M, BLOCK_N, GROUP_M)
-        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-        for k in range(0, K, BLOCK_K):
-            if B_KN:
-                acc = tl.dot(a_desc.load([off_m, k]), b_desc.load([k, off_n]), acc)
-            else:
-                acc = tl.dot(a_desc.load([off_m, k]), b_desc.load([off_n, k]).T, acc)
-        if SUBTILE == 1:
-            _store(acc, out_desc, post_desc, off_m, off_n, BACKWARD)
-        else:
-            left, right = tl.split(tl.permute(tl.reshape(acc, (BLOCK_M, 2, BLOCK_N // 2)), (0, 2, 1)))
-            _store(left, out_desc, post_desc, off_m, off_n, BACKWARD)
-            _store(right, out_desc, post_desc, off_m, off_n + BLOCK_N // 2, BACKWARD)
+    if WARP_SPECIALIZE:  # loads in a warp of their own, so a tile's epilogue overlaps the next tile's loads
+        for tile in tl.range(tl.program_id(0), tiles_m * tiles_n, NUM_PROGRAMS, warp_specialize=True):
+            _output_tile(a_desc, b_desc, out_desc, post_desc, tile, tiles_m, tiles_n, K, BACKWARD, B_KN, BLOCK_M,
+                         BLOCK_N, BLOCK_K, SUBTILE)
+    else:  # tile and k loops flattened into one software pipeline (warp specialization needs them apart on sm_90)
+        for tile in tl.range(tl.program_id(0), tiles_m * tiles_n, NUM_PROGRAMS, flatten=True):
+            _output_tile(a_desc, b_desc, out_desc, post_desc, tile, tiles_m, tiles_n, K, BACKWARD, B_KN, BLOCK_M,
+                         BLOCK_N, BLOCK_K, SUBTILE)
 
 
 def relu_square_matmul(a: Tensor, b: Tensor, post: Tensor | None = None, config: triton.Config | None = None) -> Tensor:

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Issue 16, planned for session 20 (`seed` at 477,520 tokens/s in session 19; the bar is 500k):
+#   park: (carry .whl/cu13a) the first half of the FA4 wheels to /tmp; the next call must follow at once.
+#   ws:   (one warm H100 after park; carry .whl/fa4 and .devdata/s19end, made with
+#         `git archive c21daa0 src | tar -x -C .devdata/s19end`) the ReLU² kernels with the loads in a warp of their
+#         own (`WARP_SPECIALIZE`, not in the autotuned CONFIGS yet): the GPU tests, benchmarks/mlp_gpu.py (CONFIGS
+#         and the warp-specialized CANDIDATES, forward and backward kernel alone, beside cuBLAS), then `seed` on
+#         c21daa0, on this tree (the kernel's loop body moved into `_output_tile`: the same code for CONFIGS), and on
+#         c21daa0 again; then the profile with the matmuls' rates (the profiler's FLOP count, new in session 19).
+# If a warp-specialized tile wins in mlp_gpu.py, add it to CONFIGS and measure `seed` A-B-A again.
+# Usage (device, repo root): bash benchmarks/speed16_gpu.sh park|ws   (figures under $OUT)
+set -uo pipefail
+stage=$1
+source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed16
+case $stage in
+park)
+    park_fa4_half
+    ;;
+ws)
+    install_fa4
+    timeout 200 python -m pytest -q -p no:logging tests/test_relu_square.py > "$out/tests.txt" 2>&1
+    grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
+    timeout 240 python benchmarks/mlp_gpu.py > "$out/mlp.txt" 2>&1
+    grep -E "autotuned|Error|^(fwd|bwd) .*WARP_SPECIALIZE: True" "$out/mlp.txt" | cut -c1-200
+    sed -n '/^what/,$p' "$out/mlp.txt" | head -8
+    older s19end seed_before --preset seed "${synthetic[@]}" attention=fa4
+    bench seed_after --preset seed "${synthetic[@]}" attention=fa4
+    older s19end seed_before_again --preset seed "${synthetic[@]}" attention=fa4
+    python benchmarks/profile_step_gpu.py seed attention=fa4 > "$out/profile_seed.txt" 2>&1
+    head -12 "$out/profile_seed.txt"; grep -A14 "matmuls by shape" "$out/profile_seed.txt"
+    ;;
+esac
