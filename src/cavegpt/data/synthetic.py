@@ -1,8 +1,10 @@
 """Shards of random tokens whose documents are as long as FineWeb's, for speed tests.
 
-Compute does not depend on which tokens are present, but the document mask does depend on where
+Almost no compute depends on which tokens are present, but the document mask does depend on where
 the EOTs fall, so document lengths follow a log-normal with FineWeb's mean (about 1,000 GPT-2
-tokens per document, heavy-tailed).
+tokens per document, heavy-tailed). The exception is small: the embedding rows' gradients are summed
+per token, and uniform ids repeat less than text's, which costs a `seed` step on an H100 about 2.8 ms
+more than English text does (docs/BENCHMARKS.md, session 19).
 """
 
 from __future__ import annotations
