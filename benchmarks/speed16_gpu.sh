@@ -5,9 +5,11 @@
 #         `git archive c21daa0 src | tar -x -C .devdata/s19end`) the ReLU² kernels with the loads in a warp of their
 #         own (`WARP_SPECIALIZE`, not in the autotuned CONFIGS yet): the GPU tests, benchmarks/mlp_gpu.py (CONFIGS
 #         and the warp-specialized CANDIDATES, forward and backward kernel alone, beside cuBLAS), then `seed` on
-#         c21daa0, on this tree (the kernel's loop body moved into `_output_tile`: the same code for CONFIGS), and on
-#         c21daa0 again; then the profile with the matmuls' rates (the profiler's FLOP count, new in session 19).
-# If a warp-specialized tile wins in mlp_gpu.py, add it to CONFIGS and measure `seed` A-B-A again.
+#         c21daa0, on this tree (the kernel's loop body moved into `_output_tile`: the same code for CONFIGS), on a copy
+#         of this tree under /tmp whose CONFIGS also hold mlp_gpu.py's warp-specialized CANDIDATES (the autotuner
+#         picks among all), and on c21daa0 again; then the profile with the matmuls' rates (the profiler's FLOP
+#         count, new in session 19).
+# If the copy wins, add the tiles its autotuner kept (its "best config" lines, TRITON_PRINT_AUTOTUNING) to CONFIGS.
 # Usage (device, repo root): bash benchmarks/speed16_gpu.sh park|ws   (figures under $OUT)
 set -uo pipefail
 stage=$1
@@ -25,6 +27,21 @@ ws)
     sed -n '/^what/,$p' "$out/mlp.txt" | head -8
     older s19end seed_before --preset seed "${synthetic[@]}" attention=fa4
     bench seed_after --preset seed "${synthetic[@]}" attention=fa4
+    rm -rf /tmp/wstree && mkdir -p /tmp/wstree && cp -r src /tmp/wstree/
+    python - <<'PY'
+import sys
+from pathlib import Path
+sys.path.insert(0, "benchmarks")
+from mlp_gpu import CANDIDATES
+kernel = Path("/tmp/wstree/src/cavegpt/model/relu_square_triton.py")
+text = kernel.read_text()
+anchor = "\n\n@triton.jit\ndef _tile_origin"
+assert anchor in text
+kernel.write_text(text.replace(anchor, f"\nCONFIGS += [_config(*shape) for shape in {CANDIDATES!r}]{anchor}", 1))
+PY
+    TRITON_PRINT_AUTOTUNING=1 PYTHONPATH="/tmp/wstree/src${PYTHONPATH#src}" bench seed_ws_autotuned --preset seed \
+        "${synthetic[@]}" attention=fa4
+    grep -A3 "autotuning for function _relu_square_matmul" "$out/seed_ws_autotuned.txt" | grep -E "key|best" | cut -c1-250
     older s19end seed_before_again --preset seed "${synthetic[@]}" attention=fa4
     python benchmarks/profile_step_gpu.py seed attention=fa4 > "$out/profile_seed.txt" 2>&1
     head -12 "$out/profile_seed.txt"; grep -A14 "matmuls by shape" "$out/profile_seed.txt"
