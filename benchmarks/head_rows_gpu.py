@@ -1,12 +1,14 @@
-"""The head's row kernel alone, on one chunk of 8,192 rows of bf16 logits, over block, warps and pipeline stages.
+"""The head's row kernel alone, on one chunk of 8,192 rows of bf16 logits, over block and warps, with the
+gradient and without (pass 1 alone: where the kernel's time goes between its two passes).
 
 Usage (device, repo root): PYTHONPATH=src python benchmarks/head_rows_gpu.py
 
 Session 12's profile put the kernel at ≈ 1.6 TB/s. Its traffic per row is two reads and one write of the row
-(100 KB): when the rows in flight on the whole GPU outgrow the 50 MB L2, the second read comes from HBM.
-Fewer, wider programs (more warps) keep fewer rows in flight. Beside the kernel, the bandwidth the GPU
-reaches on the same tensor: a read (a row sum) and a read + write (an in-place scale). Median of CUDA-event
-timings (triton.testing.do_bench); GB/s counts 3 × the tensor's bytes for the kernel. Prints a table last.
+(100 KB): when the rows in flight on the whole GPU outgrow the 50 MB L2, the second read comes from HBM. Session
+19 bounded the rows in flight (a few programs per SM looping over rows) and gained nothing, so where the time goes
+between the passes is the open question. Beside the kernel, the bandwidth the GPU reaches on the same tensor: a
+read (a row sum) and a read + write (an in-place scale). Median of CUDA-event timings (triton.testing.do_bench);
+GB/s counts 3 × the tensor's bytes for the kernel, 1 × for pass 1 alone. Prints a table last.
 """
 
 from __future__ import annotations
@@ -30,25 +32,24 @@ def main() -> None:
                              ("read + write (in-place scale)", lambda: logits.mul_(1.0), 2)):
         ms = do_bench(fn, warmup=25, rep=200, return_mode="median")
         rows.append((name, ms, 1000 * passes * gigabytes / ms))
-    kept = head_loss_triton.BLOCK_SIZE, head_loss_triton.NUM_WARPS, head_loss_triton.NUM_STAGES
-    # block and warps go to the kernel as arguments; the stages are the module's setting
+    kept = head_loss_triton.BLOCK_SIZE, head_loss_triton.NUM_WARPS
+    # stages are left at the module's setting: they changed nothing in sessions 13 and 19
     for block in (1024, 2048, 4096, 8192, 16384):
         for warps in (4, 8, 16, 32):
-            for stages in (1, 3):
-                head_loss_triton.NUM_STAGES = stages
+            mark = " (kept)" if (block, warps) == kept else ""
+            # with the gradient (two reads and a write of each row), and pass 1 alone (the losses: one read)
+            for with_grad, passes, what in ((True, 3, ""), (False, 1, ", pass 1 alone")):
                 source = logits.clone()
 
                 def run() -> None:
-                    head_loss_triton.triton_rows_loss_and_grad(source, ahead, coefs, CAP, True, block, warps)
+                    head_loss_triton.triton_rows_loss_and_grad(source, ahead, coefs, CAP, with_grad, block, warps)
+                name = f"kernel, block {block}, {warps} warps{mark}{what}"
                 try:
                     ms = do_bench(run, warmup=25, rep=200, return_mode="median")
                 except Exception as error:  # a config Triton cannot build (registers, shared memory)
-                    rows.append((f"kernel, block {block}, {warps} warps, {stages} stages: {type(error).__name__}",
-                                 float("nan"), float("nan")))
+                    rows.append((f"{name}: {type(error).__name__}", float("nan"), float("nan")))
                     continue
-                mark = " (kept)" if (block, warps, stages) == kept else ""
-                rows.append((f"kernel, block {block}, {warps} warps, {stages} stages{mark}", ms, 3000 * gigabytes / ms))
-    head_loss_triton.NUM_STAGES = kept[2]
+                rows.append((name, ms, 1000 * passes * gigabytes / ms))
     print(f"{torch.cuda.get_device_name()} | torch {torch.__version__} | {ROWS} × {V} bf16 logits, horizon {HORIZON}")
     print("what | ms | GB/s")
     for name, ms, rate in rows:

@@ -7,8 +7,9 @@
 #         and the warp-specialized CANDIDATES, forward and backward kernel alone, beside cuBLAS), then `seed` on
 #         c21daa0, on this tree (the kernel's loop body moved into `_output_tile`: the same code for CONFIGS), on a copy
 #         of this tree under /tmp whose CONFIGS also hold mlp_gpu.py's warp-specialized CANDIDATES (the autotuner
-#         picks among all), and on c21daa0 again; then the profile with the matmuls' rates (the profiler's FLOP
-#         count, new in session 19).
+#         picks among all), and on c21daa0 again; the head's row kernel with and without its second pass
+#         (benchmarks/head_rows_gpu.py: which pass holds its time); then the profile with the matmuls' rates (the
+#         profiler's FLOP count, new in session 19).
 # If the copy wins, add the tiles its autotuner kept (its "best config" lines, TRITON_PRINT_AUTOTUNING) to CONFIGS.
 # Usage (device, repo root): bash benchmarks/speed16_gpu.sh park|ws   (figures under $OUT)
 set -uo pipefail
@@ -43,6 +44,8 @@ PY
         "${synthetic[@]}" attention=fa4
     grep -A3 "autotuning for function _relu_square_matmul" "$out/seed_ws_autotuned.txt" | grep -E "key|best" | cut -c1-250
     older s19end seed_before_again --preset seed "${synthetic[@]}" attention=fa4
+    python benchmarks/head_rows_gpu.py > "$out/head_rows.txt" 2>&1
+    grep -E "^read|kept" "$out/head_rows.txt"
     python benchmarks/profile_step_gpu.py seed attention=fa4 > "$out/profile_seed.txt" 2>&1
     head -12 "$out/profile_seed.txt"; grep -A14 "matmuls by shape" "$out/profile_seed.txt"
     ;;
