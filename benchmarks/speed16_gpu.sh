@@ -10,8 +10,11 @@
 #         picks among all), and on c21daa0 again; the head's row kernel with and without its second pass
 #         (benchmarks/head_rows_gpu.py: which pass holds its time); then the profile with the matmuls' rates (the
 #         profiler's FLOP count, new in session 19).
+#   fa4tiles: (the same warm machine, right after ws; carry .whl/fa4 and .devdata/textmix_val) FA4's sm_90 tiles
+#         at a `seed` micro-batch's attention, forward and backward alone, on synthetic and English document lengths
+#         (benchmarks/fa4_tiles_gpu.py; each setting compiles its own kernels, ≈ 14 of them).
 # If the copy wins, add the tiles its autotuner kept (its "best config" lines, TRITON_PRINT_AUTOTUNING) to CONFIGS.
-# Usage (device, repo root): bash benchmarks/speed16_gpu.sh park|ws   (figures under $OUT)
+# Usage (device, repo root): bash benchmarks/speed16_gpu.sh park|ws|fa4tiles   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed16
@@ -48,5 +51,10 @@ PY
     grep -E "^read|kept" "$out/head_rows.txt"
     python benchmarks/profile_step_gpu.py seed attention=fa4 > "$out/profile_seed.txt" 2>&1
     head -12 "$out/profile_seed.txt"; grep -A14 "matmuls by shape" "$out/profile_seed.txt"
+    ;;
+fa4tiles)
+    install_fa4
+    timeout 540 python benchmarks/fa4_tiles_gpu.py > "$out/fa4_tiles.txt" 2>&1
+    sed -n '/^what/,$p' "$out/fa4_tiles.txt"; grep -E "documents|Error" "$out/fa4_tiles.txt" | head -12
     ;;
 esac
