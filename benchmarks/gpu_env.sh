@@ -1,6 +1,7 @@
 # Sourced by the GPU scripts: output folder ($1, else $OUT, else the default given), PYTHONPATH,
 # the textmix globs and the synthetic bench's arguments, what GPU and library versions the figures come from
-# (gpu.txt), the FA4 wheel steps, and `bench` / `older` (one `cavegpt bench`, on this tree or an older one).
+# (gpu.txt), the FA4 wheel steps, `gpu_tests` (pytest on test files, the failures and summary printed), and
+# `bench` / `older` (one `cavegpt bench`, on this tree or an older one).
 # Usage inside a script: source "$(dirname "$0")/gpu_env.sh" "${1:-}" /tmp/cavegpt-bench
 out=${1:-${OUT:-$2}}
 mkdir -p "$out"
@@ -23,6 +24,11 @@ install_fa4() {  # a later call on the same machine: carry .whl/fa4; installs in
     python -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" .whl/fa4/*.whl "$cu13" \
         2>&1 | tail -3
     export PYTHONPATH="src:$fa4_path"
+}
+gpu_tests() {  # seconds, test files...: pytest (at most that long) into $out/tests.txt; failures, summary printed
+    local seconds=$1; shift
+    timeout "$seconds" python -m pytest -q -p no:logging "$@" > "$out/tests.txt" 2>&1
+    grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
 }
 bench() {  # log name, `cavegpt bench` arguments...: its output in $out/NAME.txt, the summary lines printed
     local name=$1; shift  # (CAVEGPT=... names another command line that takes cavegpt's arguments)

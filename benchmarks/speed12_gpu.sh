@@ -14,8 +14,7 @@ park)
     ;;
 prep)
     install_fa4
-    timeout 200 python -m pytest -q -p no:logging tests/test_qkv_prep.py > "$out/tests.txt" 2>&1
-    grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
+    gpu_tests 200 tests/test_qkv_prep.py
     python benchmarks/qkv_prep_gpu.py > "$out/qkv_prep.txt" 2>&1
     tail -30 "$out/qkv_prep.txt"
     bench seed_plain --preset seed "${synthetic[@]}" attention=fa4 fused_qkv_prep=false

@@ -35,15 +35,13 @@ check)
     ;;
 prep)
     install_fa4
-    timeout 240 python -m pytest -q -p no:logging tests/test_qkv_prep.py tests/test_gpt.py > "$out/tests.txt" 2>&1
-    grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
+    gpu_tests 240 tests/test_qkv_prep.py tests/test_gpt.py
     python benchmarks/profile_step_gpu.py seed attention=fa4 > "$out/profile_seed.txt" 2>&1
     head -14 "$out/profile_seed.txt"; grep -E "GPU idle" "$out/profile_seed.txt"
     ;;
 vgrad)
     install_fa4
-    timeout 200 python -m pytest -q -p no:logging tests/test_qkv_prep.py > "$out/tests.txt" 2>&1
-    grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
+    gpu_tests 200 tests/test_qkv_prep.py
     older s18 seed_989068d --preset seed "${synthetic[@]}" --window 1792 attention=fa4
     bench seed_vgrad --preset seed "${synthetic[@]}" --window 1792 attention=fa4
     python benchmarks/mlp_gpu.py > "$out/mlp.txt" 2>&1
@@ -52,8 +50,7 @@ vgrad)
     ;;
 post)
     install_fa4
-    timeout 120 python -m pytest -q -p no:logging tests/test_relu_square.py > "$out/tests.txt" 2>&1
-    grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
+    gpu_tests 120 tests/test_relu_square.py
     python benchmarks/mlp_gpu.py > "$out/mlp.txt" 2>&1
     tail -24 "$out/mlp.txt"
     older s18b seed_8878d7b --preset seed "${synthetic[@]}" --window 1792 attention=fa4

@@ -21,8 +21,7 @@ park)
     ;;
 rows)
     install_fa4
-    timeout 200 python -m pytest -q -p no:logging tests/test_row_grads.py tests/test_gpt.py > "$out/tests.txt" 2>&1
-    grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
+    gpu_tests 200 tests/test_row_grads.py tests/test_gpt.py
     python benchmarks/row_grads_gpu.py > "$out/row_grads.txt" 2>&1
     tail -30 "$out/row_grads.txt"
     bench seed_index_add --preset seed "${synthetic[@]}" --window 1792 attention=fa4

@@ -29,8 +29,7 @@ park)
     ;;
 head)
     install_fa4
-    timeout 200 python -m pytest -q -p no:logging tests/test_row_grads.py tests/test_head_loss.py > "$out/tests.txt" 2>&1
-    grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
+    gpu_tests 200 tests/test_row_grads.py tests/test_head_loss.py
     PYTHONPATH=".devdata/s19start/src${PYTHONPATH#src}" python benchmarks/head_rows_gpu.py > "$out/head_rows_before.txt" 2>&1
     python benchmarks/head_rows_gpu.py > "$out/head_rows_after.txt" 2>&1
     paste -d'|' <(grep "kernel, block" "$out/head_rows_before.txt" | cut -d'|' -f1,2) \
@@ -44,8 +43,7 @@ head)
     ;;
 head2)
     install_fa4
-    timeout 200 python -m pytest -q -p no:logging tests/test_head_loss.py tests/test_row_grads.py > "$out/tests.txt" 2>&1
-    grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
+    gpu_tests 200 tests/test_head_loss.py tests/test_row_grads.py
     python benchmarks/head_rows_gpu.py > "$out/head_rows.txt" 2>&1
     grep -E "^read|kernel" "$out/head_rows.txt"
     pick=$(python - "$out/head_rows.txt" <<'PY'

@@ -24,8 +24,7 @@ park)
     ;;
 ws)
     install_fa4
-    timeout 200 python -m pytest -q -p no:logging tests/test_relu_square.py > "$out/tests.txt" 2>&1
-    grep -E "^E |passed|failed" "$out/tests.txt" | cut -c1-300 | head -8
+    gpu_tests 200 tests/test_relu_square.py
     timeout 240 python benchmarks/mlp_gpu.py > "$out/mlp.txt" 2>&1
     grep -E "autotuned|Error|^(fwd|bwd) .*WARP_SPECIALIZE: True" "$out/mlp.txt" | cut -c1-200
     sed -n '/^what/,$p' "$out/mlp.txt" | head -8
