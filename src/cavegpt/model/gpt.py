@@ -99,6 +99,9 @@ class ModelConfig:
     # the embedding rows' gradients summed by token before they reach .grad on CUDA (model.row_grads_triton);
     # False: index_add_, an atomic add per row (`seed` +0.46 % with it on an H100, docs/BENCHMARKS.md session 19)
     row_grads_by_token: bool = True
+    # under autocast, the residual stream (x0, the blocks' sums, the skips) in the autocast dtype, as the modded-nanogpt
+    # records keep it in bf16: the elementwise passes between matmuls move half the bytes; False: float32
+    low_precision_residual: bool = True
 
     def __post_init__(self) -> None:  # JSON (a checkpoint's config) brings lists
         self.no_attention_layers = tuple(self.no_attention_layers)
@@ -381,6 +384,12 @@ class GPT(nn.Module):
         gate = self.smear_lambda * torch.sigmoid(self.smear_gate(x[..., :self.smear_gate.in_features]))
         return x + gate * torch.cat([previous, x[:, :-1]], dim=1)
 
+    def residual(self, x: Tensor) -> Tensor:
+        """``x`` in the residual stream's dtype: the autocast dtype with ``low_precision_residual``, else as it is."""
+        if self.config.low_precision_residual and torch.is_autocast_enabled(x.device.type):
+            return x.to(torch.get_autocast_dtype(x.device.type))
+        return x
+
     def look_up(self, tokens: Tensor, cache=None, into_grad: bool = False) -> Rows:
         """The rows of ``tokens`` in the token embedding, each value-embedding table and the bigram table.
 
@@ -427,7 +436,8 @@ class GPT(nn.Module):
         else:
             attend_at, rotary = cache.attention, functools.partial(self.rotary, positions=cache.positions)
             previous, embedded = cache.smear_inputs(embedded)
-        x = x0 = rms_norm(self.smear(embedded, previous))
+        x = x0 = self.residual(rms_norm(self.smear(embedded, previous)))
+        bigram = None if bigram is None else self.residual(bigram)
 
         n_encoder = self.config.n_layer // 2
         skips: list[Tensor] = []

@@ -46,7 +46,8 @@ def hf_config(model_config, meta: dict) -> dict:
     """config.json for ``transformers``: cavegpt's model settings, the auto classes and the token ids."""
     fields = dataclasses.asdict(model_config)
     # how cavegpt trains, not what the model computes
-    for setting in ("attention", "fused_head", "fused_mlp", "fused_qkv_prep", "row_grads_by_token"):
+    for setting in ("attention", "fused_head", "fused_mlp", "fused_qkv_prep", "row_grads_by_token",
+                    "low_precision_residual"):
         fields.pop(setting)
     return {"architectures": ["CavegptForCausalLM"], "model_type": "cavegpt",
             "auto_map": {"AutoConfig": "configuration_cavegpt.CavegptConfig",
