@@ -30,21 +30,10 @@ ws)
     sed -n '/^what/,$p' "$out/mlp.txt" | head -8
     older s19end seed_before --preset seed "${synthetic[@]}" attention=fa4
     bench seed_after --preset seed "${synthetic[@]}" attention=fa4
-    rm -rf /tmp/wstree && mkdir -p /tmp/wstree && cp -r src /tmp/wstree/
-    python - <<'PY'
-import sys
-from pathlib import Path
-sys.path.insert(0, "benchmarks")
-from mlp_gpu import CANDIDATES
-kernel = Path("/tmp/wstree/src/cavegpt/model/relu_square_triton.py")
-text = kernel.read_text()
-anchor = "\n\n@triton.jit\ndef _tile_origin"
-assert anchor in text
-kernel.write_text(text.replace(anchor, f"\nCONFIGS += [_config(*shape) for shape in {CANDIDATES!r}]{anchor}", 1))
-PY
+    python benchmarks/ws_tree.py /tmp/wstree 8
     TRITON_PRINT_AUTOTUNING=1 PYTHONPATH="/tmp/wstree/src${PYTHONPATH#src}" bench seed_ws_autotuned --preset seed \
         "${synthetic[@]}" attention=fa4
-    grep -A3 "autotuning for function _relu_square_matmul" "$out/seed_ws_autotuned.txt" | grep -E "key|best" | cut -c1-250
+    grep -A3 "autotuning for function _epilogue_matmul" "$out/seed_ws_autotuned.txt" | grep -E "key|best" | cut -c1-250
     older s19end seed_before_again --preset seed "${synthetic[@]}" attention=fa4
     python benchmarks/head_rows_gpu.py > "$out/head_rows.txt" 2>&1
     grep -E "^read|kept" "$out/head_rows.txt"

@@ -31,6 +31,23 @@ def assert_learns_as_the_plain_one(plain: GPT, fused: GPT) -> None:
         torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
+def release(version: str) -> tuple[int, int]:
+    """(major, minor) of a version string such as ``3.6.0`` or ``2.4.6``."""
+    major, minor = version.split(".")[:2]
+    return int(major), int(minor)
+
+
+def run_persistent_kernel_in_triton_interpreter(code: str, done_line: str) -> None:
+    """:func:`run_in_triton_interpreter` for the persistent matmuls, whose loops have computed bounds: skips where
+    the installed Triton's interpreter cannot run those."""
+    import numpy as np
+    triton = pytest.importorskip("triton", reason="triton is not installed (it comes with CUDA builds of PyTorch)")
+    if release(triton.__version__) < (3, 8) and release(np.__version__) >= (2, 3):
+        pytest.skip(f"Triton {triton.__version__}'s interpreter cannot run loops with computed bounds on NumPy >= 2.3 "
+                    "(Triton 3.8's can)")
+    run_in_triton_interpreter(code, done_line)
+
+
 def run_in_triton_interpreter(code: str, done_line: str) -> None:
     """``code`` run by Python with Triton's CPU interpreter, in a process of its own (the interpreter is chosen when a
     kernel is defined); it must exit cleanly and print ``done_line``. Skips where Triton is not installed."""

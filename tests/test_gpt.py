@@ -257,3 +257,25 @@ def test_ahead_losses_match_a_position_by_position_float64_reference() -> None:
     objective, losses = model(tokens, window, tokens, loss_weights=torch.tensor([1.0, 0.0]))
     assert losses[0].item() == pytest.approx(model(tokens, window, tokens).item())
     assert objective.item() == pytest.approx(losses[0].item())
+
+
+@pytest.mark.parametrize("low_precision", [False, True])
+def test_low_precision_residual_keeps_the_stream_in_the_autocast_dtype_and_float32_gradients(
+        low_precision: bool) -> None:
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(**SMALL, attention="sdpa", bigram_vocab=512, low_precision_residual=low_precision))
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    streams = []
+    for block in model.blocks:
+        block.register_forward_hook(lambda module, inputs, output: streams.append((inputs[0].dtype, output.dtype)))
+    tokens = torch.randint(0, 50257, (2, 64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(tokens, torch.tensor(64), targets=tokens)
+    loss.backward()
+    expected = torch.bfloat16 if low_precision else torch.float32
+    assert streams == [(expected, expected)] * len(model.blocks)
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+    model.zero_grad()
+    model(tokens, torch.tensor(64), targets=tokens).backward()  # without autocast the stream is float32 either way
+    assert streams[len(model.blocks):] == [(torch.float32, torch.float32)] * len(model.blocks)

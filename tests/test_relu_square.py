@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import types
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from cavegpt.model.gpt import GPT, ModelConfig
 from cavegpt.model.relu_square import relu_square_mlp
-from tests.fused_paths import SMALL, assert_learns_as_the_plain_one, run_in_triton_interpreter
+from tests.fused_paths import SMALL, assert_learns_as_the_plain_one, run_persistent_kernel_in_triton_interpreter
 
 
 def plain_mlp(x, w_fc, w_proj):
@@ -82,7 +81,7 @@ def test_fused_mlp_traces_through_torch_compile_as_two_custom_ops() -> None:
 
 INTERPRETER_CHECK = """
 import torch, triton
-from cavegpt.model.relu_square_triton import relu_square_matmul
+from cavegpt.model.epilogue_matmul_triton import relu_square_matmul
 generator = torch.Generator().manual_seed(2)
 a, b = torch.randn(100, 48, generator=generator), torch.randn(72, 48, generator=generator)  # ragged tiles
 grad_y, w_proj = torch.randn(100, 24, generator=generator), torch.randn(24, 72, generator=generator)
@@ -100,20 +99,10 @@ print("interpreted kernel matches")
 """
 
 
-def release(version: str) -> tuple[int, int]:
-    """(major, minor) of a version string such as ``3.6.0`` or ``2.4.6``."""
-    major, minor = version.split(".")[:2]
-    return int(major), int(minor)
-
-
 def test_triton_kernel_matches_pytorch_in_the_interpreter() -> None:
     """The CUDA kernel's arithmetic (both epilogues, tiles cut by the edges), run by Triton's CPU
     interpreter in a process of its own (the interpreter is chosen when the kernel is defined)."""
-    triton = pytest.importorskip("triton", reason="triton is not installed (it comes with CUDA builds of PyTorch)")
-    if release(triton.__version__) < (3, 8) and release(np.__version__) >= (2, 3):
-        pytest.skip(f"Triton {triton.__version__}'s interpreter cannot run loops with computed bounds on NumPy >= 2.3 "
-                    "(Triton 3.8's can)")
-    run_in_triton_interpreter(INTERPRETER_CHECK, "interpreted kernel matches")
+    run_persistent_kernel_in_triton_interpreter(INTERPRETER_CHECK, "interpreted kernel matches")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
