@@ -142,14 +142,19 @@ def test_head_matmul_sums_rows_as_the_row_kernel_does_in_the_interpreter() -> No
     run_persistent_kernel_in_triton_interpreter(SUMS_IN_MATMUL_CHECK, "interpreted kernels match")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
-                    reason="needs a CUDA GPU of sm_90 or newer: the head matmul's epilogue (TMA) under bf16 autocast")
-def test_head_sums_in_matmul_on_the_gpu_match_the_row_kernels_own() -> None:
+def gpu_head_inputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x [2, 1024, 768], the head's weight, targets, three horizons' weights) on the GPU, both inputs needing grad."""
     torch.manual_seed(0)
     x = torch.randn(2, 1024, 768, device="cuda", requires_grad=True)
     weight = (torch.randn(50304, 768, device="cuda") * 0.05).requires_grad_()
     targets = torch.randint(0, 50257, (2, 1024), device="cuda")
-    weights = torch.tensor([1.0, 0.5, 0.25], device="cuda")
+    return x, weight, targets, torch.tensor([1.0, 0.5, 0.25], device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (9, 0),
+                    reason="needs a CUDA GPU of sm_90 or newer: the head matmul's epilogue (TMA) under bf16 autocast")
+def test_head_sums_in_matmul_on_the_gpu_match_the_row_kernels_own() -> None:
+    x, weight, targets, weights = gpu_head_inputs()
     results = []
     for sums_in_matmul in (False, True):
         with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -163,11 +168,7 @@ def test_head_sums_in_matmul_on_the_gpu_match_the_row_kernels_own() -> None:
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the Triton kernel under bf16 autocast")
 def test_fused_head_on_the_gpu_matches_the_plain_path_under_autocast() -> None:
-    torch.manual_seed(0)
-    x = torch.randn(2, 1024, 768, device="cuda", requires_grad=True)
-    weight = (torch.randn(50304, 768, device="cuda") * 0.05).requires_grad_()
-    targets = torch.randint(0, 50257, (2, 1024), device="cuda")
-    weights = torch.tensor([1.0, 0.5, 0.25], device="cuda")
+    x, weight, targets, weights = gpu_head_inputs()
     with torch.autocast("cuda", dtype=torch.bfloat16):
         objective, losses = fused_head_losses(x, weight, targets, weights, 15.0, chunk_tokens=1000)
     objective.backward()

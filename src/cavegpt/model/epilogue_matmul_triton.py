@@ -129,7 +129,7 @@ def _epilogue_matmul(a_desc, b_desc, out_desc, post_desc, sums_ptr, M, N, K, sof
 
 def _launch(a: Tensor, b: Tensor, epilogue: int, post: Tensor | None = None, softcap: float = 0.0,
             config: triton.Config | None = None) -> tuple[Tensor, Tensor | None]:
-    """``a · b`` through ``epilogue``: (output, the row sums [tiles of columns, M] for ``SOFTCAP_SUMS``)."""
+    """``a · b`` through ``epilogue``: (output, for ``SOFTCAP_SUMS`` the row sums [cdiv(N, SUMS_COLUMNS), M])."""
     (M, K), N = a.shape, b.size(1)
     b_kn = b.is_contiguous()
     stored = b if b_kn else b.T.contiguous()  # a weight's .T: already contiguous, so no copy
