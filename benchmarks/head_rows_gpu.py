@@ -42,7 +42,8 @@ def main() -> None:
                 source = logits.clone()
 
                 def run() -> None:
-                    head_loss_triton.triton_rows_loss_and_grad(source, ahead, coefs, CAP, with_grad, block, warps)
+                    head_loss_triton.triton_rows_loss_and_grad(source, ahead, coefs, CAP, with_grad,
+                                                               block=block, num_warps=warps)
                 name = f"kernel, block {block}, {warps} warps{mark}{what}"
                 try:
                     ms = do_bench(run, warmup=25, rep=200, return_mode="median")
