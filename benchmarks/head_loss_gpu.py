@@ -5,9 +5,7 @@ Usage (device, repo root): PYTHONPATH=src python benchmarks/head_loss_gpu.py
 
 For the seed (horizon 1, cap 30) and the record (horizons 3, cap 15): forward + backward time
 (median of CUDA-event timings, triton.testing.do_bench), peak memory above the inputs, and the
-agreement of the loss and both gradients with the plain path, over chunk sizes, with the row sums from the
-row kernel or from the head matmul's epilogue (``sums_in_matmul``). Then the head's forward product of one
-chunk alone: cuBLAS against the Triton matmul with that epilogue. Prints a table last.
+agreement of the loss and both gradients with the plain path, over chunk sizes. Prints a table last.
 """
 
 from __future__ import annotations
@@ -16,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from triton.testing import do_bench
 
-from cavegpt.model import epilogue_matmul_triton
 from cavegpt.model.gpt import ahead_losses
 from cavegpt.model.head_loss import fused_head_losses
 
@@ -32,9 +29,9 @@ def plain(x, weight, targets, weights, cap):
         return losses @ weights, losses
 
 
-def fused(x, weight, targets, weights, cap, chunk, sums_in_matmul):
+def fused(x, weight, targets, weights, cap, chunk):
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        return fused_head_losses(x, weight, targets, weights, cap, chunk_tokens=chunk, sums_in_matmul=sums_in_matmul)
+        return fused_head_losses(x, weight, targets, weights, cap, chunk_tokens=chunk)
 
 
 def measure(fn, x, weight) -> tuple[float, float]:
@@ -71,26 +68,18 @@ def main() -> None:
         reference = compiled()
         reference[0].backward()
         ref = (reference[0].detach(), x.grad.clone(), weight.grad.clone())
-        for chunk, sums_in_matmul in ((8192, False), (8192, True), (16384, False), (16384, True)):
-            ms, peak = measure(lambda: fused(x, weight, targets, weights, cap, chunk, sums_in_matmul), x, weight)
+        for chunk in (8192, 16384, 32768):
+            ms, peak = measure(lambda: fused(x, weight, targets, weights, cap, chunk), x, weight)
             x.grad = weight.grad = None
-            loss, _ = fused(x, weight, targets, weights, cap, chunk, sums_in_matmul)
+            loss, _ = fused(x, weight, targets, weights, cap, chunk)
             loss.backward()
             errors = (f"loss {relative_error(loss.detach(), ref[0]):.1e}, grad x {relative_error(x.grad, ref[1]):.1e}, "
                       f"grad W {relative_error(weight.grad, ref[2]):.1e}")
-            where = "matmul's epilogue" if sums_in_matmul else "row kernel"
-            rows.append((name, f"fused, chunk {chunk}, row sums in the {where}", ms, peak, errors))
+            rows.append((name, f"fused, chunk {chunk}", ms, peak, errors))
             print(rows[-1], flush=True)
-    xb, wb = x.detach()[0, :8192].bfloat16(), weight.detach().bfloat16()
-    epilogue_matmul_triton.softcap_logits_and_sums(xb, wb.T, 30.0)
-    print("head matmul tile:", epilogue_matmul_triton.chosen_config(xb, wb.T, epilogue_matmul_triton.SOFTCAP_SUMS))
-    with_sums = epilogue_matmul_triton.softcap_logits_and_sums
-    for what, product in (("cuBLAS", lambda: xb @ wb.T), ("Triton + row sums", lambda: with_sums(xb, wb.T, 30.0))):
-        rows.append(("one chunk", f"forward product [8192 × 768] · [768 × 50304], {what}",
-                     do_bench(product, warmup=25, rep=200, return_mode="median"), 0.0, ""))
     print("\nhead | path | fwd+bwd ms | peak GiB | relative error vs plain")
     for row in rows:
-        print(f"{row[0]} | {row[1]} | {row[2]:.3f} | {row[3]:.2f} | {row[4]}")
+        print(f"{row[0]} | {row[1]} | {row[2]:.2f} | {row[3]:.2f} | {row[4]}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Forward + backward of one layer's MLP on [32,768 tokens × 768] under bf16 autoc
 timings, triton.testing.do_bench): the plain path compiled as the model compiles it, the fused path
 (autotuned tile), and cuBLAS alone on the two matmuls the kernels replace; the backward kernel also as it ran
 before ``W_proj`` was read where it lies (a transposed copy made first, then read by rows of K). Then each tile
-of ``epilogue_matmul_triton.CONFIGS`` and of ``CANDIDATES`` forced, forward and backward kernel alone. Prints a table
+of ``relu_square_triton.CONFIGS`` and of ``CANDIDATES`` forced, forward and backward kernel alone. Prints a table
 last.
 """
 
@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from triton.testing import do_bench
 
-from cavegpt.model import epilogue_matmul_triton
+from cavegpt.model import relu_square_triton
 from cavegpt.model.relu_square import relu_square_mlp
 
 T, D = 32768, 768
@@ -49,24 +49,24 @@ def main() -> None:
         step()
         rows.append((name, do_bench(step, warmup=25, rep=200, return_mode="median")))
     xb, fc, proj = x.detach().bfloat16(), w_fc.detach().bfloat16(), w_proj.detach().bfloat16()
-    post = epilogue_matmul_triton.relu_square_matmul(xb, fc.T)
-    epilogue_matmul_triton.relu_square_matmul(grad_y, proj, post)
-    print("autotuned tiles: forward", epilogue_matmul_triton.chosen_config(xb, fc.T), "| backward",
-          epilogue_matmul_triton.chosen_config(grad_y, proj, epilogue_matmul_triton.RELU_SQUARE_GRAD), flush=True)
+    post = relu_square_triton.relu_square_matmul(xb, fc.T)
+    relu_square_triton.relu_square_matmul(grad_y, proj, post)
+    print("autotuned tiles: forward", relu_square_triton.chosen_config(xb, fc.T), "| backward",
+          relu_square_triton.chosen_config(grad_y, proj, backward=True), flush=True)
     rows.append(("cuBLAS x·W_fcᵀ alone", do_bench(lambda: xb @ fc.T, warmup=25, rep=200, return_mode="median")))
-    rows.append(("fused forward kernel", do_bench(lambda: epilogue_matmul_triton.relu_square_matmul(xb, fc.T),
+    rows.append(("fused forward kernel", do_bench(lambda: relu_square_triton.relu_square_matmul(xb, fc.T),
                                                   warmup=25, rep=200, return_mode="median")))
     rows.append(("cuBLAS ∂y·W_proj alone", do_bench(lambda: grad_y @ proj, warmup=25, rep=200, return_mode="median")))
-    rows.append(("fused backward kernel", do_bench(lambda: epilogue_matmul_triton.relu_square_matmul(grad_y, proj, post),
+    rows.append(("fused backward kernel", do_bench(lambda: relu_square_triton.relu_square_matmul(grad_y, proj, post),
                                                    warmup=25, rep=200, return_mode="median")))
     rows.append(("fused backward kernel, W_proj transposed into a copy first", do_bench(
-        lambda: epilogue_matmul_triton.relu_square_matmul(grad_y, proj.T.contiguous().T, post),
+        lambda: relu_square_triton.relu_square_matmul(grad_y, proj.T.contiguous().T, post),
         warmup=25, rep=200, return_mode="median")))
-    candidates = [epilogue_matmul_triton._config(*shape) for shape in CANDIDATES]
-    for config in epilogue_matmul_triton.CONFIGS + candidates:
+    candidates = [relu_square_triton._config(*shape) for shape in CANDIDATES]
+    for config in relu_square_triton.CONFIGS + candidates:
         for direction, args in (("fwd", (xb, fc.T)), ("bwd", (grad_y, proj, post))):
             try:
-                ms = do_bench(lambda: epilogue_matmul_triton.relu_square_matmul(*args, config=config),
+                ms = do_bench(lambda: relu_square_triton.relu_square_matmul(*args, config=config),
                               warmup=10, rep=100, return_mode="median")
             except Exception as error:  # a tile that does not fit shared memory is reported, not fatal
                 print(f"{config} {direction}: {type(error).__name__}", flush=True)

@@ -38,6 +38,10 @@ def test_prepare_qkv_matches_the_plain_path_forward_and_backward(with_embed: boo
     for name, g, e in zip(("qkv", "value embedding", "lambda"), got, expected):
         torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-5, msg=name)
     assert got[0][:, :, :6].abs().sum() > 0  # Q and K's gradients go through the norm and the rotation
+    heads_first = [g.transpose(1, 2).contiguous().transpose(1, 2) for g in grads]  # FlexAttention's gradients
+    fused = prepare_qkv(qkv, rotary.cos, rotary.sin, embed, lamb)
+    for name, g, e in zip(("qkv", "value embedding", "lambda"), torch.autograd.grad(fused, leaves, heads_first), got):
+        torch.testing.assert_close(g, e, rtol=1e-6, atol=1e-6, msg=name)
 
 
 def test_the_rotation_turns_a_quarter_of_each_head_and_the_norm_is_rms() -> None:

@@ -81,7 +81,7 @@ def test_fused_mlp_traces_through_torch_compile_as_two_custom_ops() -> None:
 
 INTERPRETER_CHECK = """
 import torch, triton
-from cavegpt.model.epilogue_matmul_triton import relu_square_matmul
+from cavegpt.model.relu_square_triton import relu_square_matmul
 generator = torch.Generator().manual_seed(2)
 a, b = torch.randn(100, 48, generator=generator), torch.randn(72, 48, generator=generator)  # ragged tiles
 grad_y, w_proj = torch.randn(100, 24, generator=generator), torch.randn(24, 72, generator=generator)

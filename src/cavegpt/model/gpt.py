@@ -103,9 +103,6 @@ class ModelConfig:
     # records keep it in bf16: `seed` +5.8 % tokens/s on an H100, but 300 steps on textmix ended 0.017 higher over five
     # seeds, one of them 0.054, past the noise floor (docs/BENCHMARKS.md, session 20); off: float32
     low_precision_residual: bool = False
-    # the head matmul's epilogue sums each row's exp(capped − cap) on sm_90 GPUs, so the row kernel reads the logits
-    # once less (cavegpt.model.head_loss); off until measured on a GPU
-    head_sums_in_matmul: bool = False
 
     def __post_init__(self) -> None:  # JSON (a checkpoint's config) brings lists
         self.no_attention_layers = tuple(self.no_attention_layers)
@@ -460,8 +457,7 @@ class GPT(nn.Module):
         cap = self.config.logit_softcap
         if targets is not None and self.config.fused_head:
             weights = loss_weights if loss_weights is not None else torch.ones(1, device=x.device)
-            objective, losses = fused_head_losses(x, self.lm_head.weight, targets, weights, cap,
-                                                  sums_in_matmul=self.config.head_sums_in_matmul)
+            objective, losses = fused_head_losses(x, self.lm_head.weight, targets, weights, cap)
             return objective if loss_weights is None else (objective, losses)
         logits = cap * torch.tanh(self.lm_head(x).float() / cap)
         if targets is None:

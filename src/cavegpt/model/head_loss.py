@@ -5,10 +5,8 @@ them in float32 and lets autograd keep what the backward pass needs: on an H100 
 of a 75 ms seed micro-batch (docs/BENCHMARKS.md), mostly moving logits through memory. Here, for
 each chunk of ``CHUNK_TOKENS`` tokens:
 
-* ``logits = x · Wᵀ`` in the matmul dtype (bf16 under autocast); with ``sums_in_matmul`` (on sm_90 GPUs) a
-  Triton matmul whose epilogue also sums ``exp(z − cap)`` over each row's columns on chip
-  (:mod:`cavegpt.model.epilogue_matmul_triton`), the row kernel's first pass;
-* one kernel reads each row twice (once with those sums) and overwrites it with the gradient of the objective:
+* ``logits = x · Wᵀ`` in the matmul dtype (bf16 under autocast);
+* one kernel reads each row twice and overwrites it with the gradient of the objective:
   ``z = cap · tanh(logits / cap)``, ``lse = log Σ exp z``, the loss ``lse − z[target]`` of each
   horizon k, and ``dlogits = (Σ_k a_k · softmax(z) − Σ_k a_k · onehot(target_k)) · (1 − tanh²)``;
 * ``grad_x = dlogits · W`` and ``grad_W += dlogitsᵀ · x``.
@@ -32,8 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cavegpt.model.relu_square import epilogue_matmul_applies
-
 CHUNK_TOKENS = 8192  # rows of logits alive at a time: 0.8 GB in bf16 at GPT-2's vocabulary
 # On the CPU, rows whose float32 temporaries (6.4 MB each at GPT-2's vocabulary) stay within what the allocator
 # reuses and the caches hold: the tiny preset's step took 0.48 s in chunks of 8,192 rows, 0.33 s in 64, 0.24 s
@@ -46,14 +42,12 @@ def ahead_targets(targets: Tensor, horizon: int) -> Tensor:
     return torch.stack([F.pad(targets[:, k:], (0, k), value=-1) for k in range(horizon)], dim=-1).flatten(0, 1)
 
 
-def rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: float, with_grad: bool,
-                       row_sums: Tensor | None = None) -> Tensor:
+def rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: float, with_grad: bool) -> Tensor:
     """Per-row losses ``[n, K]`` (0 where the target is -1); with ``with_grad``, ``logits`` is overwritten
-    with the gradient of ``Σ_rows Σ_k coefs[k] · loss[row, k]`` with respect to it. ``row_sums``: each row's
-    ``Σ exp(capped − cap)`` in parts [slots, n], from :func:`head_logits` (CUDA only)."""
+    with the gradient of ``Σ_rows Σ_k coefs[k] · loss[row, k]`` with respect to it."""
     if logits.is_cuda:
         from cavegpt.model.head_loss_triton import triton_rows_loss_and_grad
-        return triton_rows_loss_and_grad(logits, ahead, coefs, softcap, with_grad, row_sums)
+        return triton_rows_loss_and_grad(logits, ahead, coefs, softcap, with_grad)
     squashed = torch.tanh(logits.float() / softcap)
     z = softcap * squashed
     lse = torch.logsumexp(z, dim=-1, keepdim=True)
@@ -68,19 +62,9 @@ def rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: fl
     return losses
 
 
-def head_logits(x: Tensor, weight: Tensor, softcap: float, sums_in_matmul: bool) -> tuple[Tensor, Tensor | None]:
-    """(``x · weightᵀ``, each row's ``Σ exp(capped − cap)`` in parts or None): the parts come from the Triton
-    matmul's epilogue with ``sums_in_matmul`` where it runs (16-bit operands on sm_90 and newer)."""
-    if sums_in_matmul and epilogue_matmul_applies(x):
-        from cavegpt.model.epilogue_matmul_triton import softcap_logits_and_sums
-        return softcap_logits_and_sums(x, weight.T, softcap)
-    return x @ weight.T, None
-
-
 @torch.library.custom_op("cavegpt::softcapped_cross_entropy", mutates_args=())
 def _softcapped_cross_entropy(x: Tensor, weight: Tensor, ahead: Tensor, coefs: Tensor, softcap: float,
-                              chunk_tokens: int, with_grad: bool,
-                              sums_in_matmul: bool) -> tuple[Tensor, Tensor, Tensor]:
+                              chunk_tokens: int, with_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
     """(losses [N, K] float32, grad_x [N, d] or empty, grad_weight [V, d] float32 or empty); see the module."""
     w = weight.to(x.dtype)
     losses = x.new_empty(ahead.shape, dtype=torch.float32)
@@ -88,8 +72,8 @@ def _softcapped_cross_entropy(x: Tensor, weight: Tensor, ahead: Tensor, coefs: T
     grad_w = torch.empty(weight.shape, dtype=torch.float32, device=x.device) if with_grad else weight.new_empty(0)
     for start in range(0, x.size(0), chunk_tokens):
         rows = slice(start, start + chunk_tokens)
-        logits, row_sums = head_logits(x[rows], w, softcap, sums_in_matmul)
-        losses[rows] = rows_loss_and_grad(logits, ahead[rows], coefs, softcap, with_grad, row_sums)
+        logits = x[rows] @ w.T
+        losses[rows] = rows_loss_and_grad(logits, ahead[rows], coefs, softcap, with_grad)
         if with_grad:
             torch.mm(logits, w, out=grad_x[rows])
             _accumulate_product(grad_w, logits.T, x[rows], first=start == 0)
@@ -109,7 +93,7 @@ def _accumulate_product(total: Tensor, a: Tensor, b: Tensor, first: bool) -> Non
 
 
 @_softcapped_cross_entropy.register_fake
-def _(x, weight, ahead, coefs, softcap, chunk_tokens, with_grad, sums_in_matmul):
+def _(x, weight, ahead, coefs, softcap, chunk_tokens, with_grad):
     losses = x.new_empty(ahead.shape, dtype=torch.float32)
     if not with_grad:
         return losses, x.new_empty(0), weight.new_empty(0)
@@ -119,9 +103,9 @@ def _(x, weight, ahead, coefs, softcap, chunk_tokens, with_grad, sums_in_matmul)
 class _HeadLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, ahead: Tensor, coefs: Tensor, softcap: float, chunk_tokens: int,
-                with_grad: bool, sums_in_matmul: bool) -> tuple[Tensor, Tensor]:
+                with_grad: bool) -> tuple[Tensor, Tensor]:
         losses, grad_x, grad_w = torch.ops.cavegpt.softcapped_cross_entropy(
-            x, weight, ahead, coefs, softcap, chunk_tokens, with_grad, sums_in_matmul)
+            x, weight, ahead, coefs, softcap, chunk_tokens, with_grad)
         ctx.save_for_backward(grad_x, grad_w)
         ctx.mark_non_differentiable(losses)
         return (losses * coefs).sum(), losses
@@ -129,18 +113,18 @@ class _HeadLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_objective: Tensor, _grad_losses: Tensor):
         grad_x, grad_w = ctx.saved_tensors
-        return grad_x * grad_objective.to(grad_x.dtype), grad_w * grad_objective, None, None, None, None, None, None
+        return grad_x * grad_objective.to(grad_x.dtype), grad_w * grad_objective, None, None, None, None, None
 
 
 def fused_head_losses(x: Tensor, weight: Tensor, targets: Tensor, loss_weights: Tensor, softcap: float,
-                      chunk_tokens: int | None = None, sums_in_matmul: bool = False) -> tuple[Tensor, Tensor]:
+                      chunk_tokens: int | None = None) -> tuple[Tensor, Tensor]:
     """(objective, losses) of the soft-capped LM head ``weight`` [V, d] on ``x`` [B, T, d].
 
     ``losses[k]`` is the mean cross-entropy of predicting ``targets`` shifted by k (k = 0: the next
     token) over the positions that have such a target; ``objective = loss_weights · losses``
     carries the gradient (``losses`` carries none). The matmuls run in the autocast dtype when
     autocast is on, the soft cap and the softmax in float32. ``chunk_tokens``: rows of logits at a time
-    (default ``CHUNK_TOKENS`` on a GPU, ``CPU_CHUNK_TOKENS`` elsewhere). ``sums_in_matmul``: see :func:`head_logits`.
+    (default ``CHUNK_TOKENS`` on a GPU, ``CPU_CHUNK_TOKENS`` elsewhere).
     """
     B, T, d = x.shape
     chunk_tokens = chunk_tokens or (CHUNK_TOKENS if x.is_cuda else CPU_CHUNK_TOKENS)
@@ -151,5 +135,5 @@ def fused_head_losses(x: Tensor, weight: Tensor, targets: Tensor, loss_weights: 
     coefs = loss_weights.float() / positions
     with_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     objective, losses = _HeadLoss.apply(x.reshape(B * T, d), weight, ahead_targets(targets, horizon), coefs,
-                                        softcap, chunk_tokens, with_grad, sums_in_matmul)
+                                        softcap, chunk_tokens, with_grad)
     return objective, losses.sum(0) / positions

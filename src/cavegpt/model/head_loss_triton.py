@@ -2,8 +2,7 @@
 
 Pass 1 sums ``exp(capped − cap)`` over the row; the targets' losses follow; pass 2 re-reads the row and
 writes the gradient over it. Per row that is two reads and one write of the bf16 logits and nothing in
-float32: at 32,768 × 50,304 bf16 logits, ≈ 10 GB of traffic. Pass 1 can instead come from the head matmul's
-epilogue (``head_sums_in_matmul``), as partial sums the kernel adds up: one read of the row less.
+float32: at 32,768 × 50,304 bf16 logits, ≈ 10 GB of traffic.
 
 The kernel issues more instructions than its memory traffic needs (session 13: 1.31 ms per chunk of 8,192 rows
 on an H100, where a read + write of the chunk takes 0.55 ms), so each logit's arithmetic is written to need
@@ -44,16 +43,10 @@ def _load(row_logits, offsets, VOCAB: tl.constexpr, MASKED: tl.constexpr):
 
 
 @triton.jit
-def capped_exp_terms(raw, scale, span):
-    """exp(capped − cap) = exp2(span · σ − span) of float32 logits ``raw``, with ``scale = −2 · log2(e) / cap``
-    and ``span = 2 · cap · log2(e)`` (also the head matmul's epilogue, :mod:`cavegpt.model.epilogue_matmul_triton`)."""
-    sigma, _ = _sigmoid(raw, scale)
-    return tl.exp2(sigma * span - span)
-
-
-@triton.jit
 def _exp_terms(row_logits, offsets, scale, span, VOCAB: tl.constexpr, MASKED: tl.constexpr):
-    terms = capped_exp_terms(_load(row_logits, offsets, VOCAB, MASKED), scale, span)
+    """exp(capped − cap) = exp2(span · σ − span) over one block, with ``span = 2 · cap · log2(e)``."""
+    sigma, _ = _sigmoid(_load(row_logits, offsets, VOCAB, MASKED), scale)
+    terms = tl.exp2(span * sigma - span)
     if MASKED:
         terms = tl.where(offsets < VOCAB, terms, 0.0)
     return terms
@@ -85,27 +78,21 @@ def _write_grads(row_logits, start, cols, scale, span, shift, total4, ahead, coe
 
 
 @triton.jit
-def _softcapped_ce_rows(logits_ptr, sums_ptr, ahead_ptr, coefs_ptr, losses_ptr, rows_total, softcap,
-                        VOCAB: tl.constexpr, HORIZON: tl.constexpr, HORIZON_P2: tl.constexpr, BLOCK: tl.constexpr,
-                        WHOLE: tl.constexpr, SUM_SLOTS: tl.constexpr, SUM_SLOTS_P2: tl.constexpr,
-                        WITH_GRAD: tl.constexpr):
+def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, softcap, VOCAB: tl.constexpr,
+                        HORIZON: tl.constexpr, HORIZON_P2: tl.constexpr, BLOCK: tl.constexpr,
+                        WHOLE: tl.constexpr, WITH_GRAD: tl.constexpr):
     row = tl.program_id(0).to(tl.int64)
     scale = -2.0 * LOG2E / softcap  # the row's constants, once: every logit then needs only multiply-adds
     span = 2.0 * LOG2E * softcap
     row_logits = logits_ptr + row * VOCAB
     cols = tl.arange(0, BLOCK)
 
-    if SUM_SLOTS > 0:  # pass 1 done by the head matmul's epilogue: its partial sums [SUM_SLOTS, rows_total]
-        slots = tl.arange(0, SUM_SLOTS_P2)
-        total = tl.sum(tl.load(sums_ptr + slots * rows_total + row, mask=slots < SUM_SLOTS, other=0.0), axis=0)
-    else:
-        terms = tl.zeros([BLOCK], dtype=tl.float32)
-        for start in range(0, WHOLE, BLOCK):
-            terms += _exp_terms(row_logits, start + cols, scale, span, VOCAB, False)
-        if WHOLE < VOCAB:
-            terms += _exp_terms(row_logits, WHOLE + cols, scale, span, VOCAB, True)
-        total = tl.sum(terms, axis=0)
-    lse = softcap + tl.log(total)
+    terms = tl.zeros([BLOCK], dtype=tl.float32)
+    for start in range(0, WHOLE, BLOCK):
+        terms += _exp_terms(row_logits, start + cols, scale, span, VOCAB, False)
+    if WHOLE < VOCAB:
+        terms += _exp_terms(row_logits, WHOLE + cols, scale, span, VOCAB, True)
+    lse = softcap + tl.log(tl.sum(terms, axis=0))
 
     ks = tl.arange(0, HORIZON_P2)
     ahead = tl.load(ahead_ptr + row * HORIZON + ks, mask=ks < HORIZON, other=-1)
@@ -127,23 +114,17 @@ def _softcapped_ce_rows(logits_ptr, sums_ptr, ahead_ptr, coefs_ptr, losses_ptr, 
 
 
 def triton_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: float, with_grad: bool,
-                              row_sums: Tensor | None = None, block: int | None = None,
-                              num_warps: int | None = None) -> Tensor:
+                              block: int | None = None, num_warps: int | None = None) -> Tensor:
     """See :func:`cavegpt.model.head_loss.rows_loss_and_grad`; ``logits`` must be contiguous.
 
-    ``row_sums`` [slots, n] (from :func:`cavegpt.model.epilogue_matmul_triton.softcap_logits_and_sums`): each
-    row's ``Σ exp(capped − cap)`` in parts, which the kernel adds up instead of reading the row for it.
     ``block`` and ``num_warps`` default to the module's ``BLOCK_SIZE`` and ``NUM_WARPS``.
     """
     block, num_warps = block or BLOCK_SIZE, num_warps or NUM_WARPS
     n, vocab = logits.shape
     horizon = ahead.size(1)
-    slots = 0 if row_sums is None else row_sums.size(0)
     losses = torch.empty(n, horizon, dtype=torch.float32, device=logits.device)
-    _softcapped_ce_rows[(n,)](logits, losses if row_sums is None else row_sums.contiguous(), ahead.contiguous(),
-                              coefs.contiguous(), losses, n, softcap, VOCAB=vocab, HORIZON=horizon,
-                              HORIZON_P2=triton.next_power_of_2(horizon), BLOCK=block,
+    _softcapped_ce_rows[(n,)](logits, ahead.contiguous(), coefs.contiguous(), losses, softcap, VOCAB=vocab,
+                              HORIZON=horizon, HORIZON_P2=triton.next_power_of_2(horizon), BLOCK=block,
                               WHOLE=vocab // block * block,  # the columns of whole blocks, which need no mask
-                              SUM_SLOTS=slots, SUM_SLOTS_P2=triton.next_power_of_2(max(slots, 1)),
                               WITH_GRAD=with_grad, num_warps=num_warps, num_stages=NUM_STAGES)
     return losses

@@ -130,8 +130,8 @@ class _PrepareQKV(torch.autograd.Function):
         grad_embed = grad_lamb = None
         if value_embed is not None:  # the embedding's and λ's: in PyTorch, which inductor fuses into one kernel
             v = qkv.chunk(3, dim=2)[2].float()
-            grad = grad_v.float()
-            grad_embed = (grad * lamb).to(value_embed.dtype).view_as(value_embed)
+            grad = grad_v.float()  # heads first under FlexAttention: reshaped, not viewed, into the embedding's shape
+            grad_embed = (grad * lamb).to(value_embed.dtype).reshape_as(value_embed)
             grad_lamb = (grad * (value_embed.view_as(v).float() - v)).sum().to(lamb.dtype)
         grad_qkv = torch.ops.cavegpt.qkv_backward(grad_q.contiguous(), grad_k.contiguous(), grad_v.contiguous(), qkv,
                                                   cos, sin, lamb)

@@ -13,7 +13,7 @@ docs/BENCHMARKS.md). Here
 
 Only ``post`` is kept for the backward pass (the plain path keeps ``h`` and more: on an H100 a seed
 micro-batch peaks 2.25 GiB lower). On CUDA GPUs of sm_90 and newer with 16-bit operands the two fused
-matmuls are Triton kernels (:mod:`cavegpt.model.epilogue_matmul_triton`, TMA); on the CPU the same
+matmuls are Triton kernels (:mod:`cavegpt.model.relu_square_triton`, TMA); on the CPU the same
 arithmetic runs in PyTorch (the tests' path); older GPUs keep the plain MLP (:func:`fused_mlp_runs_on`).
 """
 
@@ -31,17 +31,15 @@ def fused_mlp_runs_on(device: torch.device) -> bool:
     return device.type != "cuda" or torch.cuda.get_device_properties(device).major >= 9
 
 
-def epilogue_matmul_applies(t: Tensor) -> bool:
-    """Whether the Triton matmuls of :mod:`cavegpt.model.epilogue_matmul_triton` take ``t``: a 16-bit CUDA tensor on
-    sm_90 or newer."""
+def _triton_applies(t: Tensor) -> bool:
     return t.is_cuda and t.dtype in (torch.bfloat16, torch.float16) and fused_mlp_runs_on(t.device)
 
 
 @torch.library.custom_op("cavegpt::relu_square_up", mutates_args=())
 def _relu_square_up(x: Tensor, w_fc: Tensor) -> Tensor:
     """``relu(x · W_fcᵀ)²`` for ``x`` [M, d], ``W_fc`` [4d, d]."""
-    if epilogue_matmul_applies(x):
-        from cavegpt.model.epilogue_matmul_triton import relu_square_matmul
+    if _triton_applies(x):
+        from cavegpt.model.relu_square_triton import relu_square_matmul
         return relu_square_matmul(x, w_fc.T)
     return torch.relu(x @ w_fc.T).square()
 
@@ -54,8 +52,8 @@ def _(x, w_fc):
 @torch.library.custom_op("cavegpt::relu_square_up_backward", mutates_args=())
 def _relu_square_up_backward(grad_y: Tensor, w_proj: Tensor, post: Tensor) -> Tensor:
     """``∂h = (∂y · W_proj) · 2·sqrt(post)`` for ``∂y`` [M, d], ``W_proj`` [d, 4d], ``post`` [M, 4d]."""
-    if epilogue_matmul_applies(grad_y):
-        from cavegpt.model.epilogue_matmul_triton import relu_square_matmul
+    if _triton_applies(grad_y):
+        from cavegpt.model.relu_square_triton import relu_square_matmul
         return relu_square_matmul(grad_y, w_proj, post)
     return (grad_y @ w_proj) * (2 * post.sqrt())
 

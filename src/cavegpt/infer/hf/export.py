@@ -47,7 +47,7 @@ def hf_config(model_config, meta: dict) -> dict:
     fields = dataclasses.asdict(model_config)
     # how cavegpt trains, not what the model computes
     for setting in ("attention", "fused_head", "fused_mlp", "fused_qkv_prep", "row_grads_by_token",
-                    "low_precision_residual", "head_sums_in_matmul"):
+                    "low_precision_residual"):
         fields.pop(setting)
     return {"architectures": ["CavegptForCausalLM"], "model_type": "cavegpt",
             "auto_map": {"AutoConfig": "configuration_cavegpt.CavegptConfig",
