@@ -31,10 +31,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 CHUNK_TOKENS = 8192  # rows of logits alive at a time: 0.8 GB in bf16 at GPT-2's vocabulary
-# On the CPU, rows whose float32 temporaries (6.4 MB each at GPT-2's vocabulary) stay within what the allocator
-# reuses and the caches hold: the tiny preset's step took 0.48 s in chunks of 8,192 rows, 0.33 s in 64, 0.24 s
-# in 32 and 0.27 s in 16 (2 cores, the development machine, 2026-11-26).
-CPU_CHUNK_TOKENS = 32
+# On the CPU, the soft cap and softmax run on 32 rows at a time, whose float32 temporaries (6.4 MB each at GPT-2's
+# vocabulary) stay within what the allocator reuses and the caches hold (with one size for both, the tiny preset's
+# step took 0.48 s in chunks of 8,192 rows, 0.33 s in 64, 0.24 s in 32 and 0.27 s in 16: 2 cores, 2026-11-26); the
+# matmuls on 128, where the three products ran 1.7× faster than on 4 × 32 (docs/BENCHMARKS.md, session 21).
+CPU_CHUNK_TOKENS = 128
+CPU_ROW_BLOCK = 32
 
 
 def ahead_targets(targets: Tensor, horizon: int) -> Tensor:
@@ -48,17 +50,26 @@ def rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: fl
     if logits.is_cuda:
         from cavegpt.model.head_loss_triton import triton_rows_loss_and_grad
         return triton_rows_loss_and_grad(logits, ahead, coefs, softcap, with_grad)
-    squashed = torch.tanh(logits.float() / softcap)
-    z = softcap * squashed
-    lse = torch.logsumexp(z, dim=-1, keepdim=True)
+    blocks = range(0, logits.size(0), CPU_ROW_BLOCK)
+    return torch.cat([_cpu_rows_loss_and_grad(logits[start:start + CPU_ROW_BLOCK], ahead[start:start + CPU_ROW_BLOCK],
+                                              coefs, softcap, with_grad) for start in blocks])
+
+
+def _cpu_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: float, with_grad: bool) -> Tensor:
+    # z = cap · tanh(logits / cap) ≤ cap, so exp(z − cap) needs no running maximum, and softmax(z) reuses those
+    # terms; the few passes over the rows are done in place (the CPU's time here: the tiny preset's head)
+    squashed = torch.tanh(logits.float() * (1 / softcap))
+    terms = torch.exp(squashed * softcap - softcap)
+    total = terms.sum(-1, keepdim=True)
+    lse = softcap + torch.log(total)
     valid = ahead >= 0
     picked = ahead.clamp(min=0)
-    losses = (lse - z.gather(1, picked)) * valid
+    losses = (lse - softcap * squashed.gather(1, picked)) * valid
     if with_grad:
         weights = coefs * valid  # [n, K]: 0 for targets past the row's end
-        grad = torch.exp(z - lse) * weights.sum(-1, keepdim=True)
+        grad = terms.mul_(weights.sum(-1, keepdim=True) / total)  # Σ_k a_k · softmax(z)
         grad.scatter_add_(1, picked, -weights)
-        logits.copy_(grad * (1 - squashed * squashed))
+        torch.mul(grad, squashed.square_().neg_().add_(1), out=logits)  # · (1 − tanh²)
     return losses
 
 
