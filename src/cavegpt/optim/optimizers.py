@@ -61,7 +61,9 @@ class Optimizers:
         self.config = config
         self.num_iterations = num_iterations
         self.multiplier = 1.0  # the learning-rate multiplier last applied
-        fused = all(p.is_cuda for ps in groups.values() for p in ps)
+        # one kernel per step for all of a group's tensors; on the CPU too: 16 ms against 60 for the tiny preset's
+        # 16M embedding parameters with the multi-tensor default (2 cores, docs/BENCHMARKS.md, session 21)
+        fused = all(p.device.type in ("cuda", "cpu") for ps in groups.values() for p in ps)
 
         def adam(params: list[nn.Parameter], lr: float) -> torch.optim.Adam:
             return torch.optim.Adam(params, lr=lr, betas=(config.adam_beta1, config.adam_beta2),
