@@ -199,3 +199,14 @@ def test_mtp_weights_follow_the_record_schedule() -> None:
     for step in range(0, 301, 7):
         assert mtp_weights(step, 300, (0.5, 0.25)) == pytest.approx(record(step / 300), abs=1e-12)
     assert mtp_weights(5, 300, ()) == [1.0]
+
+
+def test_newton_schulz_products_on_the_cpu_round_as_a_bf16_matmul() -> None:
+    """The CPU's float32 route for the bf16 products gives the bf16 matmul's values, to its last bit of rounding."""
+    from cavegpt.optim.muon import _bf16_product
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(3, 48, 80, generator=generator).bfloat16() for _ in range(2))
+    got, expected = _bf16_product(a, b.mT), a @ b.mT
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), expected.float(), rtol=2 ** -7, atol=1e-6)
+    assert (got == expected).float().mean() > 0.9  # the same sums, rounded once: almost all identical

@@ -51,9 +51,17 @@ def newton_schulz(update: Tensor, steps: int = 5, coefficients: str = "quintic",
     x = x / (norm + eps) if coefficients == "quintic" else x / (norm * POLAR_EXPRESS_SAFETY + eps)
     for i in range(steps):
         a, b, c = table[min(i, len(table) - 1)]
-        gram = x @ x.mT
-        x = a * x + (b * gram + c * gram @ gram) @ x
+        gram = _bf16_product(x, x.mT)
+        x = a * x + _bf16_product(b * gram + c * _bf16_product(gram, gram), x)
     return x.mT if wide else x
+
+
+def _bf16_product(a: Tensor, b: Tensor) -> Tensor:
+    """``a @ b`` of bf16 stacks, summed in float32 and rounded to bf16 as a bf16 matmul does. On the CPU through a
+    float32 matmul: CPUs without bf16 matrix units ran the bf16 one 25-30× slower (docs/BENCHMARKS.md, session 21)."""
+    if a.device.type == "cpu":
+        return (a.float() @ b.float()).bfloat16()
+    return a @ b
 
 
 def neuron_axis(shape: torch.Size) -> int:
