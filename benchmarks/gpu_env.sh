@@ -1,6 +1,6 @@
 # Sourced by the GPU scripts: output folder ($1, else $OUT, else the default given), PYTHONPATH,
-# the textmix globs and the synthetic bench's arguments, what GPU and library versions the figures come from
-# (gpu.txt), the FA4 wheel steps, `gpu_tests` (pytest on test files, the failures and summary printed), and
+# the textmix globs, the synthetic bench's arguments and the consumer cards' settings, what GPU and library versions
+# the figures come from (gpu.txt), the FA4 wheel steps, `gpu_tests` (pytest on test files, the failures and summary printed), and
 # `bench` / `older` (one `cavegpt bench`, on this tree or an older one).
 # Usage inside a script: source "$(dirname "$0")/gpu_env.sh" "${1:-}" /tmp/cavegpt-bench
 out=${1:-${OUT:-$2}}
@@ -9,6 +9,7 @@ export PYTHONPATH=src PYTHONUNBUFFERED=1
 data=${TEXTMIX:-.devdata/textmix}
 textmix_globs=(train_glob="$data/textmix_train_*.bin" val_glob="$data/textmix_val_*.bin")
 synthetic=(--synthetic --steps 10 --window 1792)  # `cavegpt bench` on generated documents, at the final window
+consumer=(attention=flex fused_mlp=false)  # the settings consumer cards run with (no FA4, no sm_90 ReLU² kernels)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$out/gpu.txt"
 # FlashAttention-4 as wheels (issue 16): the split -libs-cu13 wheel travels in two calls on one warm machine.

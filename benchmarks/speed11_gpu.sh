@@ -61,7 +61,6 @@ confirm)
     done
     ;;
 regress)
-    consumer=(attention=flex fused_mlp=false)
     older s12 12gb_f45c00e --preset 12gb "${synthetic[@]}" "${consumer[@]}"
     bench 12gb_main --preset 12gb "${synthetic[@]}" "${consumer[@]}"
     python benchmarks/host_phases_gpu.py 12gb "${consumer[@]}" > "$out/host_phases_12gb.txt" 2>&1

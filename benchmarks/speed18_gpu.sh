@@ -15,7 +15,6 @@
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed18
-consumer=(attention=flex fused_mlp=false)
 case $stage in
 head)
     install_fa4

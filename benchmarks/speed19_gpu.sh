@@ -14,7 +14,6 @@
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed19
-consumer=(attention=flex fused_mlp=false)
 case $stage in
 presets)
     install_fa4

@@ -25,7 +25,6 @@
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed7
-consumer=(attention=flex fused_mlp=false)
 probe() {  # log name, time limit in s, compile_probe_gpu.py arguments: its output in $out/NAME.txt, the summary
     local name=$1 limit=$2; shift 2  # printed (a probe stopped by its limit still reports what it built by then)
     timeout "$limit" python benchmarks/compile_probe_gpu.py "$@" > "$out/$name.txt" 2>&1

@@ -57,7 +57,7 @@ def rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: fl
 
 def _cpu_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: float, with_grad: bool) -> Tensor:
     # z = cap · tanh(logits / cap) ≤ cap, so exp(z − cap) needs no running maximum, and softmax(z) reuses those
-    # terms; the few passes over the rows are done in place (the CPU's time here: the tiny preset's head)
+    # terms; the gradient's passes run in place (the tiny preset's CPU step spends most of its time in this head)
     squashed = torch.tanh(logits.float() * (1 / softcap))
     terms = torch.exp(squashed * softcap - softcap)
     total = terms.sum(-1, keepdim=True)
