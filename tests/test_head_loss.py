@@ -94,9 +94,10 @@ ahead[2, 0] = 0
 coefs = torch.tensor([1.0, 0.5, 0.25]) / 6
 for with_grad in (False, True):
     expected, got = logits.clone(), logits.clone()
-    expected_losses = rows_loss_and_grad(expected, ahead, coefs, 15.0, with_grad)
-    got_losses = triton_rows_loss_and_grad(got, ahead, coefs, 15.0, with_grad, block=256, num_warps=4)
+    expected_losses, expected_scales = rows_loss_and_grad(expected, ahead, coefs, 15.0, with_grad)
+    got_losses, got_scales = triton_rows_loss_and_grad(got, ahead, coefs, 15.0, with_grad, block=256, num_warps=4)
     torch.testing.assert_close(got_losses, expected_losses, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(got_scales, expected_scales, rtol=1e-6, atol=0)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-7)
 print("interpreted kernel matches")
 """
@@ -137,11 +138,13 @@ def test_row_kernel_on_the_gpu_matches_the_pytorch_rows_with_targets_on_block_ed
     torch.manual_seed(0)
     logits = (torch.randn(64, 50304, device="cuda") * 4).bfloat16()
     ahead = torch.randint(0, 50257, (64, 3), device="cuda")
-    ahead[0] = torch.tensor([BLOCK_SIZE - 1, BLOCK_SIZE, 50303])  # the one-hot terms go only to blocks holding a target
+    ahead[0] = torch.tensor([BLOCK_SIZE - 1, BLOCK_SIZE, 50303])  # targets on blocks' edges and in the last, partial one
     ahead[-1, 1:] = -1  # the row's end: horizons past it have no target
     coefs = torch.tensor([1.0, 0.5, 0.25], device="cuda") / 64
     expected, got = logits.float().cpu(), logits.clone()  # on the CPU, rows_loss_and_grad takes PyTorch's path
-    expected_losses = rows_loss_and_grad(expected, ahead.cpu(), coefs.cpu(), 15.0, True)
-    torch.testing.assert_close(triton_rows_loss_and_grad(got, ahead, coefs, 15.0, True).cpu(), expected_losses,
-                               rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(got.float().cpu(), expected, rtol=1e-2, atol=1e-6)  # bf16 rounding of the gradient
+    expected_losses, expected_scales = rows_loss_and_grad(expected, ahead.cpu(), coefs.cpu(), 15.0, True)
+    got_losses, got_scales = triton_rows_loss_and_grad(got, ahead, coefs, 15.0, True)
+    torch.testing.assert_close(got_losses.cpu(), expected_losses, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_scales.cpu(), expected_scales, rtol=1e-5, atol=0)
+    torch.testing.assert_close((got.float() * got_scales[:, None]).cpu(), expected * expected_scales[:, None],
+                               rtol=1e-2, atol=1e-9)  # bf16 rounding of the gradient

@@ -119,8 +119,11 @@ def test_tiny_preset_runs_on_the_shipped_sample_corpus_without_data(tmp_path: Pa
 # the plain head's from step 2 on (step 5: 9.200634 against its 9.200647): [10.82584, 10.756006, 10.492969,
 # 10.197304, 9.696781, 9.200634, 8.615318, 7.289327]. Then for Adam's fused step on the CPU too: within 7.2e-4 of those,
 # [10.82584, 10.756006, 10.492949, 10.19717, 9.696491, 9.199961, 8.614607, 7.289259]; then for Newton–Schulz's bf16
-# products through float32 matmuls on the CPU: within 3.9e-4 of those.
-SEED_FIRST_LOSSES = [10.82584, 10.756006, 10.49296, 10.197251, 9.696709, 9.200346, 8.614687, 7.288998]
+# products through float32 matmuls on the CPU: within 3.9e-4 of those,
+# [10.82584, 10.756006, 10.49296, 10.197251, 9.696709, 9.200346, 8.614687, 7.288998].
+# Re-pinned 2026-11-27 (session 22) for the fused head's rows read once (the gradient written times the row's sum,
+# the rows' scales applied on the products' [rows × d] sides): steps 0-1 unchanged, then within 1.5e-3 of those.
+SEED_FIRST_LOSSES = [10.82584, 10.756006, 10.492908, 10.197196, 9.696333, 9.199322, 8.613223, 7.288956]
 
 
 def test_seed_preset_first_losses_are_pinned() -> None:

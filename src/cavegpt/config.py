@@ -100,6 +100,13 @@ def seed_layout(seq_len: int) -> Config:
     return in_micro_batches(seed_preset(), seq_len)
 
 
+def capped_head(config: Config) -> Config:
+    """``config`` with the fused head's logits in chunks of 8,192 rows (0.8 GB in bf16), for the memory-capped
+    presets, whose peaks were measured so."""
+    config.model.head_chunk_tokens = 8192
+    return config
+
+
 def h100_preset() -> Config:
     """The seed's recipe in 4 × 131,072-token micro-batches for 80 GB cards: peak 52.2 GiB with the fused MLP.
 
@@ -111,22 +118,23 @@ def h100_preset() -> Config:
 
 
 def consumer_24gb_preset() -> Config:
-    """The fastest layout measured under a 22 GiB cap: the seed's 16 × 32,768 (peak 19.7 GiB).
+    """The fastest layout measured under a 22 GiB cap: the seed's 16 × 32,768 (peak 19.7 GiB), its head in chunks of
+    8,192 rows (1.7 GiB less than the whole micro-batch's on an H100, docs/BENCHMARKS.md session 22).
 
     Measured on an H100 capped with ``set_per_process_memory_fraction`` (docs/BENCHMARKS.md). A card
     that also drives a display may lack those 20 GiB; then ``--preset 16gb`` keeps the recipe in less.
     """
-    return seed_preset()
+    return capped_head(seed_preset())
 
 
 def sixteen_gb_preset() -> Config:
     """The seed's recipe for 16 GB cards (RTX 4080, 4060 Ti 16 GB, 5070 Ti): 32 × 16,384 tokens, peak 12.8 GiB."""
-    return seed_layout(16384)
+    return capped_head(seed_layout(16384))
 
 
 def twelve_gb_preset() -> Config:
     """The seed's recipe for 12 GB cards (RTX 3060 12 GB, 4070): 64 × 8,192 tokens, peak 8.7 GiB."""
-    return seed_layout(8192)
+    return capped_head(seed_layout(8192))
 
 
 def eight_gpu_preset() -> Config:
@@ -189,12 +197,12 @@ def record_preset() -> Config:
 
 def record_24gb_preset() -> Config:
     """The record recipe in micro-batches of 16,384 tokens (twice its 32,768's) for 24 GB cards: peak 15.4 GiB."""
-    return in_micro_batches(record_recipe(), 16384)
+    return capped_head(in_micro_batches(record_recipe(), 16384))
 
 
 def record_16gb_preset() -> Config:
     """The record recipe in micro-batches of 8,192 tokens (four times its 32,768's) for 16 GB cards: peak 11.4 GiB."""
-    return in_micro_batches(record_recipe(), 8192)
+    return capped_head(in_micro_batches(record_recipe(), 8192))
 
 
 SAMPLE_CORPUS = Path(__file__).parent / "data" / "sample"

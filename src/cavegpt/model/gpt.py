@@ -94,6 +94,10 @@ class ModelConfig:
     short_window_layers: tuple[int, ...] = ()  # layers attending over half the window (long-short, record 2025-01-16)
     no_mlp_layers: tuple[int, ...] = ()  # blocks without an MLP (the records from 2025-09-05 on: layer 0)
     fused_head: bool = True  # LM head + soft cap + loss in one pass (cavegpt.model.head_loss); False: plain
+    # rows of the fused head's logits alive at a time on a GPU (3.3 GB in bf16 at 32,768): a seed micro-batch's
+    # head in one chunk took 13.80 ms on an H100 against 14.29 in four of 8,192, for a peak 1.7 GiB higher
+    # (docs/BENCHMARKS.md, session 22); the memory-capped presets keep 8,192
+    head_chunk_tokens: int = 32768
     fused_mlp: bool = True  # ReLU² inside the MLP's matmuls when training (cavegpt.model.relu_square); False: plain
     fused_qkv_prep: bool = True  # Q/K norm + rotary and V's mix in one op each way when training (model.qkv_prep)
     # the embedding rows' gradients summed by token before they reach .grad on CUDA (model.row_grads_triton);
@@ -457,7 +461,8 @@ class GPT(nn.Module):
         cap = self.config.logit_softcap
         if targets is not None and self.config.fused_head:
             weights = loss_weights if loss_weights is not None else torch.ones(1, device=x.device)
-            objective, losses = fused_head_losses(x, self.lm_head.weight, targets, weights, cap)
+            chunk = self.config.head_chunk_tokens if x.is_cuda else None  # the CPU's chunks are the head's own
+            objective, losses = fused_head_losses(x, self.lm_head.weight, targets, weights, cap, chunk)
             return objective if loss_weights is None else (objective, losses)
         logits = cap * torch.tanh(self.lm_head(x).float() / cap)
         if targets is None:

@@ -3,13 +3,16 @@
 The plain path (``ModelConfig.fused_head=False``) writes the ``[tokens, 50304]`` logits, soft-caps
 them in float32 and lets autograd keep what the backward pass needs: on an H100 that costs 17.8 ms
 of a 75 ms seed micro-batch (docs/BENCHMARKS.md), mostly moving logits through memory. Here, for
-each chunk of ``CHUNK_TOKENS`` tokens:
+each chunk of ``chunk_tokens`` tokens (``ModelConfig.head_chunk_tokens`` on a GPU):
 
 * ``logits = x · Wᵀ`` in the matmul dtype (bf16 under autocast);
-* one kernel reads each row twice and overwrites it with the gradient of the objective:
-  ``z = cap · tanh(logits / cap)``, ``lse = log Σ exp z``, the loss ``lse − z[target]`` of each
-  horizon k, and ``dlogits = (Σ_k a_k · softmax(z) − Σ_k a_k · onehot(target_k)) · (1 − tanh²)``;
-* ``grad_x = dlogits · W`` and ``grad_W += dlogitsᵀ · x``.
+* one kernel reads each row once and overwrites it with the gradient of the objective times the row's
+  ``Σ exp(z − cap)``: ``z = cap · tanh(logits / cap)``, ``lse = log Σ exp z``, the loss ``lse − z[target]`` of
+  each horizon k, and ``dlogits = (Σ_k a_k · softmax(z) − Σ_k a_k · onehot(target_k)) · (1 − tanh²)``, written as
+  ``s · dlogits`` with the row's sum ``s`` and returned with its scale ``1 / s``. The rows' softmax terms are
+  written before their sum is known, so each row is read once, not twice (docs/BENCHMARKS.md, session 22);
+* ``grad_x = (1 / s) ⊙ (s · dlogits) · W`` and ``grad_W += (s · dlogits)ᵀ · ((1 / s) ⊙ x)``: the scale goes on
+  the [rows × d] side of each product.
 
 The gradients are computed in the forward pass because the loss is the last operation of the
 model: the backward pass only scales them by the incoming gradient. What stays alive from forward
@@ -30,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-CHUNK_TOKENS = 8192  # rows of logits alive at a time: 0.8 GB in bf16 at GPT-2's vocabulary
 # On the CPU, the soft cap and softmax run on 32 rows at a time, whose float32 temporaries (6.4 MB each at GPT-2's
 # vocabulary) stay within what the allocator reuses and the caches hold (with one size for both, the tiny preset's
 # step took 0.48 s in chunks of 8,192 rows, 0.33 s in 64, 0.24 s in 32 and 0.27 s in 16: 2 cores, 2026-11-26); the
@@ -44,33 +46,35 @@ def ahead_targets(targets: Tensor, horizon: int) -> Tensor:
     return torch.stack([F.pad(targets[:, k:], (0, k), value=-1) for k in range(horizon)], dim=-1).flatten(0, 1)
 
 
-def rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: float, with_grad: bool) -> Tensor:
-    """Per-row losses ``[n, K]`` (0 where the target is -1); with ``with_grad``, ``logits`` is overwritten
-    with the gradient of ``Σ_rows Σ_k coefs[k] · loss[row, k]`` with respect to it."""
+def rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: float,
+                       with_grad: bool) -> tuple[Tensor, Tensor]:
+    """(per-row losses ``[n, K]``, 0 where the target is -1; the rows' scales ``[n]``). With ``with_grad``,
+    ``logits`` is overwritten with the gradient of ``Σ_rows Σ_k coefs[k] · loss[row, k]`` with respect to it, each
+    row divided by its scale."""
     if logits.is_cuda:
         from cavegpt.model.head_loss_triton import triton_rows_loss_and_grad
         return triton_rows_loss_and_grad(logits, ahead, coefs, softcap, with_grad)
-    blocks = range(0, logits.size(0), CPU_ROW_BLOCK)
-    return torch.cat([_cpu_rows_loss_and_grad(logits[start:start + CPU_ROW_BLOCK], ahead[start:start + CPU_ROW_BLOCK],
-                                              coefs, softcap, with_grad) for start in blocks])
+    blocks = [_cpu_rows_loss_and_grad(logits[start:start + CPU_ROW_BLOCK], ahead[start:start + CPU_ROW_BLOCK],
+                                      coefs, softcap, with_grad) for start in range(0, logits.size(0), CPU_ROW_BLOCK)]
+    return torch.cat([losses for losses, _ in blocks]), torch.cat([scales for _, scales in blocks])
 
 
-def _cpu_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: float, with_grad: bool) -> Tensor:
-    # z = cap · tanh(logits / cap) ≤ cap, so exp(z − cap) needs no running maximum, and softmax(z) reuses those
-    # terms; the gradient's passes run in place (the tiny preset's CPU step spends most of its time in this head)
+def _cpu_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softcap: float,
+                            with_grad: bool) -> tuple[Tensor, Tensor]:
+    # z = cap · tanh(logits / cap) ≤ cap, so exp(z − cap) needs no running maximum, and the gradient reuses those
+    # terms; its passes run in place (the tiny preset's CPU step spends most of its time in this head)
     squashed = torch.tanh(logits.float() * (1 / softcap))
     terms = torch.exp(squashed * softcap - softcap)
     total = terms.sum(-1, keepdim=True)
-    lse = softcap + torch.log(total)
     valid = ahead >= 0
     picked = ahead.clamp(min=0)
-    losses = (lse - softcap * squashed.gather(1, picked)) * valid
+    losses = (softcap + torch.log(total) - softcap * squashed.gather(1, picked)) * valid
     if with_grad:
         weights = coefs * valid  # [n, K]: 0 for targets past the row's end
-        grad = terms.mul_(weights.sum(-1, keepdim=True) / total)  # Σ_k a_k · softmax(z)
-        grad.scatter_add_(1, picked, -weights)
+        grad = terms.mul_(weights.sum(-1, keepdim=True))  # total · Σ_k a_k · softmax(z)
+        grad.scatter_add_(1, picked, -weights * total)
         torch.mul(grad, squashed.square_().neg_().add_(1), out=logits)  # · (1 − tanh²)
-    return losses
+    return losses, total.reciprocal().squeeze(1)
 
 
 @torch.library.custom_op("cavegpt::softcapped_cross_entropy", mutates_args=())
@@ -84,11 +88,17 @@ def _softcapped_cross_entropy(x: Tensor, weight: Tensor, ahead: Tensor, coefs: T
     for start in range(0, x.size(0), chunk_tokens):
         rows = slice(start, start + chunk_tokens)
         logits = x[rows] @ w.T
-        losses[rows] = rows_loss_and_grad(logits, ahead[rows], coefs, softcap, with_grad)
+        losses[rows], scales = rows_loss_and_grad(logits, ahead[rows], coefs, softcap, with_grad)
         if with_grad:
-            torch.mm(logits, w, out=grad_x[rows])
-            _accumulate_product(grad_w, logits.T, x[rows], first=start == 0)
+            scales = scales.unsqueeze(1)
+            torch.mul(_product(logits, w), scales, out=grad_x[rows])
+            _accumulate_product(grad_w, logits.T, (x[rows] * scales).to(x.dtype), first=start == 0)
     return losses, grad_x, grad_w
+
+
+def _product(a: Tensor, b: Tensor) -> Tensor:
+    """``a · b``, in float32 on CUDA for bf16 ``a`` and ``b`` (the rows' scales then round once, into the result)."""
+    return torch.mm(a, b, out_dtype=torch.float32) if a.is_cuda else a @ b
 
 
 def _accumulate_product(total: Tensor, a: Tensor, b: Tensor, first: bool) -> None:
@@ -135,10 +145,10 @@ def fused_head_losses(x: Tensor, weight: Tensor, targets: Tensor, loss_weights: 
     token) over the positions that have such a target; ``objective = loss_weights · losses``
     carries the gradient (``losses`` carries none). The matmuls run in the autocast dtype when
     autocast is on, the soft cap and the softmax in float32. ``chunk_tokens``: rows of logits at a time
-    (default ``CHUNK_TOKENS`` on a GPU, ``CPU_CHUNK_TOKENS`` elsewhere).
+    (default: all of them on a GPU, ``CPU_CHUNK_TOKENS`` elsewhere).
     """
     B, T, d = x.shape
-    chunk_tokens = chunk_tokens or (CHUNK_TOKENS if x.is_cuda else CPU_CHUNK_TOKENS)
+    chunk_tokens = chunk_tokens or (B * T if x.is_cuda else CPU_CHUNK_TOKENS)
     horizon = loss_weights.numel()
     if torch.is_autocast_enabled(x.device.type):
         x = x.to(torch.get_autocast_dtype(x.device.type))
