@@ -12,7 +12,11 @@
 #         b0eb16b / this tree.
 #   learn: (2 GPUs; carry .devdata/textmix and .devdata/s22start) the issue's learning check, 300 `seed` steps on
 #         textmix with FlexAttention, b0eb16b (GPU 1) beside this tree (GPU 0) at init seeds 0, 1, 2.
-# Usage (device, repo root): bash benchmarks/speed20_gpu.sh head|chunk|learn   (figures under $OUT)
+#   gates: (one warm H100 after `speed16_gpu.sh park`; carry .whl/fa4 and .devdata/s22mid = `git archive 42fc003
+#         src`) the attention and smear gates as products and a sum that inductor fuses (`gate_linear`; as matmuls of
+#         12-deep rows they took 3.9 ms a `seed` step in session 21's profile): `seed` on 42fc003 / this tree /
+#         42fc003.
+# Usage (device, repo root): bash benchmarks/speed20_gpu.sh head|chunk|learn|gates   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed20
@@ -36,6 +40,12 @@ chunk)
     bench seed_chunk8192 --preset seed "${synthetic[@]}" attention=fa4 head_chunk_tokens=8192
     older s22start record_before --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
     bench record_after --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
+    ;;
+gates)
+    install_fa4
+    older s22mid seed_before --preset seed "${synthetic[@]}" attention=fa4
+    bench seed_after --preset seed "${synthetic[@]}" attention=fa4
+    older s22mid seed_before_again --preset seed "${synthetic[@]}" attention=fa4
     ;;
 learn)
     seed300() {  # log name [overrides...]: the 300-step seed run on textmix, its validations printed
