@@ -15,7 +15,8 @@
 #   gates: (one warm H100 after `speed16_gpu.sh park`; carry .whl/fa4 and .devdata/s22mid = `git archive 42fc003
 #         src`) the attention and smear gates as products and a sum that inductor fuses (`gate_linear`; as matmuls of
 #         12-deep rows they took 3.9 ms a `seed` step in session 21's profile): `seed` on 42fc003 / this tree /
-#         42fc003.
+#         42fc003. Run at ddeb8e0 (459,738 against 486,507 / 488,058); the change is reverted, so on later trees
+#         this stage compares 42fc003 with itself.
 # Usage (device, repo root): bash benchmarks/speed20_gpu.sh head|chunk|learn|gates   (figures under $OUT)
 set -uo pipefail
 stage=$1

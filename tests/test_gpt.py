@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from cavegpt.model.gpt import GPT, ModelConfig, ahead_losses, bigram_rows, gate_linear
+from cavegpt.model.gpt import GPT, ModelConfig, ahead_losses, bigram_rows
 from cavegpt.model.masks import EOT_TOKEN
 from cavegpt.train.trainer import accumulate_gradients
 
@@ -279,26 +279,3 @@ def test_low_precision_residual_keeps_the_stream_in_the_autocast_dtype_and_float
     model.zero_grad()
     model(tokens, torch.tensor(64), targets=tokens).backward()  # without autocast the stream is float32 either way
     assert streams[len(model.blocks):] == [(torch.float32, torch.float32)] * len(model.blocks)
-
-
-@pytest.mark.parametrize("autocast", [False, True])
-def test_gate_linear_is_the_linear_on_the_first_channels(autocast: bool) -> None:
-    """The gates' products and sum give what ``nn.Linear`` gives on the first channels, values and gradients, in
-    float32 and under bf16 autocast (where both round the inputs to bf16 and sum exact products in float32)."""
-    torch.manual_seed(0)
-    linear = torch.nn.Linear(12, 6, bias=False)
-    x = torch.randn(2, 5, 32, requires_grad=True)
-    results = []
-    for fn in (lambda: gate_linear(x, linear), lambda: linear(x[..., :12])):
-        x.grad = linear.weight.grad = None
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            out = fn()
-        (out.float() * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
-        results.append((out, x.grad.clone(), linear.weight.grad.clone()))
-    (got, got_dx, got_dw), (expected, expected_dx, expected_dw) = results
-    assert got.dtype == expected.dtype == (torch.bfloat16 if autocast else torch.float32)
-    assert got_dx[..., 12:].abs().max() == 0  # only the first channels are read
-    tolerance = dict(rtol=1e-2, atol=1e-2) if autocast else dict(rtol=1e-5, atol=1e-6)  # bf16 rounds each result
-    torch.testing.assert_close(got, expected, **tolerance)
-    torch.testing.assert_close(got_dx, expected_dx, **tolerance)
-    torch.testing.assert_close(got_dw, expected_dw, **tolerance)

@@ -231,21 +231,6 @@ def init_linear(linear: nn.Linear) -> nn.Linear:
     return linear
 
 
-def gate_linear(x: Tensor, linear: nn.Linear) -> Tensor:
-    """``linear`` (no bias, a few inputs) on the first ``in_features`` channels of ``x``, as products and a sum.
-
-    Inductor fuses these into the kernels around them. As a matmul of 12-deep rows, the attention gate cost cuBLAS
-    three products a layer, 3.9 ms of a `seed` step on an H100 (docs/BENCHMARKS.md, session 21). The arithmetic is
-    the matmul's: under autocast the inputs are rounded to its dtype, each product is exact in float32 (two bf16
-    significands fit in one float32's), the sum is float32, and the result is in the autocast dtype.
-    """
-    x, weight = x[..., :linear.in_features], linear.weight
-    if torch.is_autocast_enabled(x.device.type):
-        dtype = torch.get_autocast_dtype(x.device.type)
-        return (x.to(dtype).float().unsqueeze(-2) * weight.to(dtype).float()).sum(-1).to(dtype)
-    return (x.unsqueeze(-2) * weight).sum(-1)
-
-
 def zero_linear(in_features: int, out_features: int) -> nn.Linear:
     linear = nn.Linear(in_features, out_features, bias=False)
     nn.init.zeros_(linear.weight)
@@ -318,7 +303,7 @@ class CausalSelfAttention(nn.Module):
     def project(self, x: Tensor, y: Tensor) -> Tensor:
         """The heads' outputs ``y`` [B, T, H, D], each scaled by its gate (from the block input ``x``), projected."""
         B, T, C = x.shape
-        gate = torch.sigmoid(gate_linear(x, self.attn_gate))
+        gate = torch.sigmoid(self.attn_gate(x[..., :self.attn_gate.in_features]))
         y = y * gate.unsqueeze(-1)
         return self.c_proj(y.reshape(B, T, C))
 
@@ -401,7 +386,7 @@ class GPT(nn.Module):
         """
         if previous is None:
             previous = torch.zeros_like(x[:, :1])
-        gate = self.smear_lambda * torch.sigmoid(gate_linear(x, self.smear_gate))
+        gate = self.smear_lambda * torch.sigmoid(self.smear_gate(x[..., :self.smear_gate.in_features]))
         return x + gate * torch.cat([previous, x[:, :-1]], dim=1)
 
     def residual(self, x: Tensor) -> Tensor:
