@@ -85,9 +85,13 @@ def _softcapped_cross_entropy(x: Tensor, weight: Tensor, ahead: Tensor, coefs: T
     losses = x.new_empty(ahead.shape, dtype=torch.float32)
     grad_x = torch.empty_like(x) if with_grad else x.new_empty(0)
     grad_w = torch.empty(weight.shape, dtype=torch.float32, device=x.device) if with_grad else weight.new_empty(0)
+    # one buffer for every chunk's logits: ``logits = x[rows] @ w.T`` would hold two chunks at once while the next
+    # product is written (`record`'s 131,072-token micro-batch peaked 4.6 GiB higher in chunks of 32,768 than of
+    # 8,192, where one chunk is 2.5 GB more; docs/BENCHMARKS.md, session 22)
+    buffer = x.new_empty(min(chunk_tokens, x.size(0)), w.size(0))
     for start in range(0, x.size(0), chunk_tokens):
         rows = slice(start, start + chunk_tokens)
-        logits = x[rows] @ w.T
+        logits = torch.mm(x[rows], w.T, out=buffer[:x[rows].size(0)])
         losses[rows], scales = rows_loss_and_grad(logits, ahead[rows], coefs, softcap, with_grad)
         if with_grad:
             scales = scales.unsqueeze(1)
