@@ -138,7 +138,7 @@ def test_row_kernel_on_the_gpu_matches_the_pytorch_rows_with_targets_on_block_ed
     torch.manual_seed(0)
     logits = (torch.randn(64, 50304, device="cuda") * 4).bfloat16()
     ahead = torch.randint(0, 50257, (64, 3), device="cuda")
-    ahead[0] = torch.tensor([BLOCK_SIZE - 1, BLOCK_SIZE, 50303])  # targets on blocks' edges and in the last, partial one
+    ahead[0] = torch.tensor([BLOCK_SIZE - 1, BLOCK_SIZE, 50303])  # on blocks' edges, in the last one
     ahead[-1, 1:] = -1  # the row's end: horizons past it have no target
     coefs = torch.tensor([1.0, 0.5, 0.25], device="cuda") / 64
     expected, got = logits.float().cpu(), logits.clone()  # on the CPU, rows_loss_and_grad takes PyTorch's path
