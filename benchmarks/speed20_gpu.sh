@@ -17,7 +17,10 @@
 #         12-deep rows they took 3.9 ms a `seed` step in session 21's profile): `seed` on 42fc003 / this tree /
 #         42fc003. Run at ddeb8e0 (459,738 against 486,507 / 488,058); the change is reverted, so on later trees
 #         this stage compares 42fc003 with itself.
-# Usage (device, repo root): bash benchmarks/speed20_gpu.sh head|chunk|learn|gates   (figures under $OUT)
+#   next: (planned for session 23; one warm H100 after `speed16_gpu.sh park`; carry .whl/fa4) `seed`, then `record` at
+#         its last stage (its peak was 54.26 GiB at 42fc003, before the head's chunks shared one buffer), then where a
+#         `seed` step goes now (benchmarks/profile_step_gpu.py).
+# Usage (device, repo root): bash benchmarks/speed20_gpu.sh head|chunk|learn|gates|next   (figures under $OUT)
 set -uo pipefail
 stage=$1
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed20
@@ -47,6 +50,13 @@ gates)
     older s22mid seed_before --preset seed "${synthetic[@]}" attention=fa4
     bench seed_after --preset seed "${synthetic[@]}" attention=fa4
     older s22mid seed_before_again --preset seed "${synthetic[@]}" attention=fa4
+    ;;
+next)
+    install_fa4
+    bench seed --preset seed "${synthetic[@]}" attention=fa4
+    bench record --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
+    python benchmarks/profile_step_gpu.py seed attention=fa4 > "$out/profile_seed.txt" 2>&1
+    head -12 "$out/profile_seed.txt"; grep -A14 "matmuls by shape" "$out/profile_seed.txt"
     ;;
 learn)
     seed300() {  # log name [overrides...]: the 300-step seed run on textmix, its validations printed
