@@ -22,8 +22,8 @@ from cavegpt.model.masks import EOT_TOKEN
 from cavegpt.train.checkpoint import save_checkpoint
 from tests.conftest import cavegpt
 
-# a small window so that 200+ tokens exercise it; the prompt holds two documents
-CONFIG = ModelConfig(n_layer=6, n_head=2, d_model=64, backout_layer=4, window=64, max_seq_len=1024)
+# a small window so that 100+ tokens exercise it three times over; the prompt holds two documents
+CONFIG = ModelConfig(n_layer=6, n_head=2, d_model=64, backout_layer=4, window=32, max_seq_len=1024)
 PROMPT = [EOT_TOKEN, 464, 3139, 286, EOT_TOKEN, 3666, 11, 612, 373, 257]
 
 
@@ -54,11 +54,11 @@ def any_model(request) -> GPT:
     return random_model(VARIANTS[request.param])
 
 
-def test_cache_matches_full_recomputation_for_200_tokens(any_model: GPT) -> None:
+def test_cache_matches_full_recomputation_for_100_tokens(any_model: GPT) -> None:
     model = any_model
-    cached = generate(model, [PROMPT], max_new_tokens=220)[0]
-    assert len(cached) >= 200
-    assert cached == generate(model, [PROMPT], max_new_tokens=220, use_cache=False)[0]
+    cached = generate(model, [PROMPT], max_new_tokens=110)[0]
+    assert len(cached) >= 100
+    assert cached == generate(model, [PROMPT], max_new_tokens=110, use_cache=False)[0]
     # and the plain training forward (no cache machinery at all) agrees on every position's logits
     sequence = torch.tensor([PROMPT + cached])
     reference = model(sequence, torch.tensor(CONFIG.window))
@@ -115,13 +115,14 @@ def test_export_load_same_logits_and_eval(model: GPT, tmp_path: Path, textmix: P
                                   "progress": {"step": 1, "val_loss": 9.0}})
     folder = export_model(checkpoint, tmp_path / "export")
     tokens = torch.tensor([PROMPT * 3])
-    expected = model(tokens, torch.tensor(64))
+    expected = model(tokens, torch.tensor(CONFIG.window))
     for source in (checkpoint, folder):
         loaded, meta = load_model(source)
-        torch.testing.assert_close(loaded(tokens, torch.tensor(64)), expected, atol=0, rtol=0)
+        torch.testing.assert_close(loaded(tokens, torch.tensor(CONFIG.window)), expected, atol=0, rtol=0)
     assert json.loads((folder / "config.json").read_text())["step"] == 1
     loss, bpb = evaluate(loaded, str(textmix / "textmix_val_*.bin"), 2048, 512)
-    manual = torch.stack([loaded(x, torch.tensor(64), y) for x, y, _ in _val_batches(textmix, 4, 512)]).mean()
+    window = torch.tensor(CONFIG.window)  # the window evaluate() takes from the model's config
+    manual = torch.stack([loaded(x, window, y) for x, y, _ in _val_batches(textmix, 4, 512)]).mean()
     assert loss == pytest.approx(manual.item(), rel=1e-5)
     assert 0 < bpb < loss  # a GPT-2 token is several bytes
 
