@@ -163,3 +163,11 @@ def test_card_presets_change_only_the_layout(card_preset: str, reference: str) -
     a.model.max_seq_len = b.model.max_seq_len  # the rotary table's length: a longer one holds the same angles
     a.model.head_chunk_tokens = b.model.head_chunk_tokens  # rows of logits at a time: memory, the same sums
     assert a == b
+
+
+@pytest.mark.parametrize("name", ["4090", "3090", "16gb", "12gb", "record-24gb", "record-16gb"])
+def test_memory_capped_presets_keep_the_head_in_chunks_of_8192(name: str) -> None:
+    """Their peaks were measured with the head's logits in chunks of 8,192 rows; the uncapped presets take a whole
+    `seed` micro-batch (1.7 GiB more at the peak, docs/BENCHMARKS.md session 22)."""
+    assert build_config(name, []).model.head_chunk_tokens == 8192
+    assert build_config("seed", []).model.head_chunk_tokens == build_config("h100", []).model.head_chunk_tokens == 32768
