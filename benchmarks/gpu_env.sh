@@ -1,7 +1,7 @@
 # Sourced by the GPU scripts: output folder ($1, else $OUT, else the default given), PYTHONPATH,
 # the textmix globs, the synthetic bench's arguments and the consumer cards' settings, what GPU and library versions
-# the figures come from (gpu.txt), the FA4 wheel steps, `gpu_tests` (pytest on test files, the failures and summary printed), and
-# `bench` / `older` (one `cavegpt bench`, on this tree or an older one).
+# the figures come from (gpu.txt), the FA4 wheel steps, `gpu_tests` (pytest on test files, the failures and summary
+# printed), and `bench` / `older` (one `cavegpt bench`, on this tree or an older one).
 # Usage inside a script: source "$(dirname "$0")/gpu_env.sh" "${1:-}" /tmp/cavegpt-bench
 out=${1:-${OUT:-$2}}
 mkdir -p "$out"

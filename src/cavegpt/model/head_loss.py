@@ -91,12 +91,13 @@ def _softcapped_cross_entropy(x: Tensor, weight: Tensor, ahead: Tensor, coefs: T
     buffer = x.new_empty(min(chunk_tokens, x.size(0)), w.size(0))
     for start in range(0, x.size(0), chunk_tokens):
         rows = slice(start, start + chunk_tokens)
-        logits = torch.mm(x[rows], w.T, out=buffer[:x[rows].size(0)])
+        x_rows = x[rows]
+        logits = torch.mm(x_rows, w.T, out=buffer[:x_rows.size(0)])
         losses[rows], scales = rows_loss_and_grad(logits, ahead[rows], coefs, softcap, with_grad)
         if with_grad:
             scales = scales.unsqueeze(1)
             torch.mul(_product(logits, w), scales, out=grad_x[rows])
-            _accumulate_product(grad_w, logits.T, (x[rows] * scales).to(x.dtype), first=start == 0)
+            _accumulate_product(grad_w, logits.T, (x_rows * scales).to(x.dtype), first=start == 0)
     return losses, grad_x, grad_w
 
 
