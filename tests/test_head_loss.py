@@ -7,18 +7,19 @@ import torch
 import torch.nn.functional as F
 
 from cavegpt.model.gpt import GPT, ModelConfig
-from cavegpt.model.head_loss import fused_head_losses, rows_loss_and_grad
+from cavegpt.model import head_loss
+from cavegpt.model.head_loss import E4M3, E4M3_MAX, fused_head_losses, rows_loss_and_grad, rows_to_e4m3
 from tests.fused_paths import run_in_triton_interpreter
 
 SMALL = dict(n_layer=6, n_head=2, d_model=32, backout_layer=4, vocab_size=64, max_seq_len=256, attention="sdpa")
 
 
-def reference_losses(x, weight, targets, loss_weights, softcap):
-    """Position by position in float64: losses[k] = mean over t with t + k < T of lse(z_t) − z_t[targets[t + k]]."""
-    z = softcap * torch.tanh(x.double() @ weight.double().T / softcap)
-    log_probs = z.log_softmax(-1)
-    B, T = targets.shape
-    losses = torch.stack([torch.stack([-log_probs[b, t, targets[b, t + k]] for b in range(B) for t in range(T - k)]).mean()
+def reference_losses(logits, targets, loss_weights, softcap):
+    """In float64 from ``logits`` [B, T, V]: losses[k] = mean over t with t + k < T of lse(z_t) − z_t[targets[t + k]],
+    z = cap · tanh(logits / cap); (loss_weights · losses, losses)."""
+    log_probs = (softcap * torch.tanh(logits.double() / softcap)).log_softmax(-1)
+    T = targets.size(1)
+    losses = torch.stack([-log_probs[:, :T - k].gather(-1, targets[:, k:, None]).mean()
                           for k in range(len(loss_weights))])
     return losses @ loss_weights.double(), losses
 
@@ -34,7 +35,7 @@ def test_fused_losses_and_gradients_match_float64(loss_weights: list[float]) -> 
     objective, losses = fused_head_losses(x, weight, targets, weights, softcap=15.0, chunk_tokens=5)  # 14 rows: 5+5+4
     objective.backward()
     x64, w64 = x.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
-    ref_objective, ref_losses = reference_losses(x64, w64, targets, weights, 15.0)
+    ref_objective, ref_losses = reference_losses(x64 @ w64.T, targets, weights, 15.0)
     ref_objective.backward()
     assert not losses.requires_grad
     torch.testing.assert_close(losses.double(), ref_losses, rtol=1e-6, atol=1e-6)
@@ -78,6 +79,69 @@ def test_fused_and_plain_models_agree_on_loss_and_every_gradient() -> None:
         torch.testing.assert_close(p.grad, plain_grads[name].grad, rtol=1e-4, atol=1e-6, msg=name)
     assert fused(tokens[:, :-1], window, tokens[:, 1:]).item() == pytest.approx(
         plain(tokens[:, :-1], window, tokens[:, 1:]).item(), rel=1e-6)
+
+
+def test_rows_to_e4m3_puts_each_rows_largest_value_on_448_and_rounds_to_nearest() -> None:
+    generator = torch.Generator().manual_seed(0)
+    t = torch.randn(5, 96, generator=generator) * torch.tensor([1e-3, 1.0, 30.0, 1e4, 0.0])[:, None]
+    t[1, 7] = -9.0  # the row's largest magnitude is negative
+    t8, scales = rows_to_e4m3(t)
+    assert t8.dtype == E4M3 and scales.shape == (5, 1) and torch.isfinite(scales).all()
+    amax = t.abs().amax(1, keepdim=True)
+    torch.testing.assert_close(scales[:4], amax[:4] / E4M3_MAX, rtol=0, atol=0)
+    assert t8[1, 7].float().item() == -E4M3_MAX
+    assert (t8[4].float() == 0).all()  # a row of zeros stays zeros
+    scaled = (t.double() / scales.double())[:4]
+    error = (t8[:4].double() - scaled).abs()
+    spacing = 2.0 ** (torch.floor(torch.log2(scaled.abs().clamp(min=2.0 ** -6))) - 3)  # e4m3: 3 mantissa bits
+    assert (error <= spacing / 2 + 1e-12).all()
+
+
+def fp8_operands_in_float64(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x and W as the FP8 head's forward product sees them: each row rounded to e4m3 over its scale, in float64."""
+    (x8, x_scales), (w8, w_scales) = rows_to_e4m3(x.reshape(-1, x.size(-1))), rows_to_e4m3(weight)
+    return (x8.double() * x_scales.double()).view(x.shape), w8.double() * w_scales.double()
+
+
+@pytest.mark.parametrize("loss_weights", [[1.0], [1.0, 0.5, 0.25]])
+def test_fp8_head_matches_float64_on_the_e4m3_rounded_operands(loss_weights: list[float]) -> None:
+    """The losses are those of the rounded operands' logits; the gradients are those logits' gradients carried by
+    the unrounded x and W (the backward's products are not in FP8)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 7, 16, generator=generator, requires_grad=True)
+    weight = (torch.randn(40, 16, generator=generator) * 2).requires_grad_()
+    targets = torch.randint(0, 40, (2, 7), generator=generator)
+    weights = torch.tensor(loss_weights)
+    objective, losses = fused_head_losses(x, weight, targets, weights, softcap=15.0, chunk_tokens=5, fp8=True)
+    objective.backward()
+    x64, w64 = x.detach().double().requires_grad_(), weight.detach().double().requires_grad_()
+    x_fp8, w_fp8 = fp8_operands_in_float64(x.detach(), weight.detach())
+    rounding = (x_fp8 @ w_fp8.T - x64.detach() @ w64.detach().T)  # what e4m3 changes in the logits, as a constant
+    assert rounding.abs().max() > 1e-3  # the operands were rounded, visibly
+    ref_objective, ref_losses = reference_losses(x64 @ w64.T + rounding, targets, weights, 15.0)
+    ref_objective.backward()
+    torch.testing.assert_close(losses.double(), ref_losses, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(x.grad.double(), x64.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(weight.grad.double(), w64.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_fp8_head_falls_back_to_the_matmul_dtype_where_fp8_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forced off (as on GPUs older than sm_89), ``fp8=True`` gives the plain product's results to the bit."""
+    torch.manual_seed(0)
+    x, weight = torch.randn(1, 6, 16, requires_grad=True), torch.randn(32, 16, requires_grad=True)
+    targets = torch.randint(0, 32, (1, 6))
+    results = []
+    for fp8 in (False, True):
+        objective, losses = fused_head_losses(x, weight, targets, torch.ones(1), 30.0, fp8=fp8)
+        objective.backward()
+        results.append((objective.detach(), losses, x.grad.clone(), weight.grad.clone()))
+        x.grad = weight.grad = None
+    assert not torch.equal(results[0][0], results[1][0])  # where FP8 applies (CPUs emulate it) it changes the loss
+    monkeypatch.setattr(head_loss, "fp8_head_applies", lambda x, weight: False)
+    objective, losses = fused_head_losses(x, weight, targets, torch.ones(1), 30.0, fp8=True)
+    objective.backward()
+    for got, expected in zip((objective.detach(), losses, x.grad, weight.grad), results[0]):
+        assert torch.equal(got, expected)
 
 
 INTERPRETER_CHECK = """
@@ -148,3 +212,34 @@ def test_row_kernel_on_the_gpu_matches_the_pytorch_rows_with_targets_on_block_ed
     torch.testing.assert_close(got_scales.cpu(), expected_scales, rtol=1e-5, atol=0)
     torch.testing.assert_close((got.float() * got_scales[:, None]).cpu(), expected * expected_scales[:, None],
                                rtol=1e-2, atol=1e-9)  # bf16 rounding of the gradient
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the quantizer compiled for it (Triton "
+                    "3.6's interpreter does not round to e4m3 to nearest, so it cannot stand in)")
+def test_quantizer_on_the_gpu_matches_the_pytorch_rows_to_the_bit() -> None:
+    from cavegpt.model.head_loss_triton import triton_rows_to_e4m3
+    torch.manual_seed(0)
+    t = (torch.randn(1003, 768, device="cuda") * torch.logspace(-4, 4, 1003, device="cuda")[:, None]).bfloat16()
+    t[5] = 0.0
+    t[6, 3] = -1e5  # a row whose largest magnitude is negative
+    got, got_scales = triton_rows_to_e4m3(t, rows_per_program=8)  # 1,003 rows: the last program's rows partly past n
+    expected, expected_scales = rows_to_e4m3(t.cpu())
+    assert torch.equal(got_scales.cpu(), expected_scales)
+    assert torch.equal(got.view(torch.uint8).cpu(), expected.view(torch.uint8))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9),
+                    reason="needs a CUDA GPU of sm_89 or newer: FP8 matmuls")
+def test_fp8_head_on_the_gpu_matches_the_float64_head_of_its_rounded_operands() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 1024, 768, device="cuda")
+    weight = torch.randn(50304, 768, device="cuda") * 0.05
+    targets = torch.randint(0, 50257, (2, 1024), device="cuda")
+    weights = torch.tensor([1.0, 0.5, 0.25], device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        _, fp8_losses = fused_head_losses(x, weight, targets, weights, 15.0, chunk_tokens=1000, fp8=True)
+        _, bf16_losses = fused_head_losses(x, weight, targets, weights, 15.0, chunk_tokens=1000)
+    x_fp8, w_fp8 = fp8_operands_in_float64(x.bfloat16(), weight)
+    _, expected = reference_losses(x_fp8 @ w_fp8.T, targets, weights, 15.0)
+    torch.testing.assert_close(fp8_losses.double(), expected, rtol=2e-3, atol=2e-3)  # bf16 logits
+    assert (fp8_losses - bf16_losses).abs().max() > 1e-4  # FP8 ran

@@ -98,6 +98,8 @@ class ModelConfig:
     # head in one chunk took 13.80 ms on an H100 against 14.29 in four of 8,192, for a peak 1.7 GiB higher
     # (docs/BENCHMARKS.md, session 22); the memory-capped presets keep 8,192
     head_chunk_tokens: int = 32768
+    # the fused head's forward product in FP8 (e4m3, a scale per row of x and of W) on sm_89 and newer; bf16 elsewhere
+    head_fp8: bool = False
     fused_mlp: bool = True  # ReLU² inside the MLP's matmuls when training (cavegpt.model.relu_square); False: plain
     fused_qkv_prep: bool = True  # Q/K norm + rotary and V's mix in one op each way when training (model.qkv_prep)
     # the embedding rows' gradients summed by token before they reach .grad on CUDA (model.row_grads_triton);
@@ -462,7 +464,8 @@ class GPT(nn.Module):
         if targets is not None and self.config.fused_head:
             weights = loss_weights if loss_weights is not None else torch.ones(1, device=x.device)
             chunk = self.config.head_chunk_tokens if x.is_cuda else None  # the CPU's chunks are the head's own
-            objective, losses = fused_head_losses(x, self.lm_head.weight, targets, weights, cap, chunk)
+            objective, losses = fused_head_losses(x, self.lm_head.weight, targets, weights, cap, chunk,
+                                                  fp8=self.config.head_fp8)
             return objective if loss_weights is None else (objective, losses)
         logits = cap * torch.tanh(self.lm_head(x).float() / cap)
         if targets is None:

@@ -14,6 +14,12 @@ each chunk of ``chunk_tokens`` tokens (``ModelConfig.head_chunk_tokens`` on a GP
 * ``grad_x = (1 / s) ⊙ (s · dlogits) · W`` and ``grad_W += (s · dlogits)ᵀ · ((1 / s) ⊙ x)``: the scale goes on
   the [rows × d] side of each product.
 
+FP8 (``fp8=True``, ``ModelConfig.head_fp8``): the forward product runs as ``torch._scaled_mm`` on e4m3 copies of x
+and W, each row over its own scale (its largest |value| lands on e4m3's 448), with float32 sums; the soft cap then
+sees logits computed from 3-bit mantissas, as in the modded-nanogpt records' FP8 head. The gradient's two products
+stay in the matmul dtype: the rows' gradients span up to e⁶⁰ from row to row before their scales are known, more
+than e4m3's range. FP8 matmuls need sm_89 or newer and, on CUDA, bf16 results (:func:`fp8_head_applies`).
+
 The gradients are computed in the forward pass because the loss is the last operation of the
 model: the backward pass only scales them by the incoming gradient. What stays alive from forward
 to backward is ``grad_x`` and ``grad_W`` instead of the logits.
@@ -39,6 +45,49 @@ from torch import Tensor
 # matmuls on 128, where the three products ran 1.7× faster than on 4 × 32 (docs/BENCHMARKS.md, session 21).
 CPU_CHUNK_TOKENS = 128
 CPU_ROW_BLOCK = 32
+E4M3 = torch.float8_e4m3fn
+E4M3_MAX = torch.finfo(E4M3).max
+MIN_SCALE = torch.finfo(torch.float32).tiny  # a row of zeros keeps a finite scale
+FP8_ALIGN = 16  # cuBLAS's FP8 products want every dimension a multiple of 16
+# Hopper's FP8 products sum in the tensor cores' own precision unless told to promote to float32 every few steps;
+# the head's sums are 768 terms deep
+FP8_FAST_ACCUM = False
+
+
+def fp8_head_applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether the head's forward product can run in FP8 for ``x`` [n, d] and ``weight`` [V, d]: on the CPU always
+    (PyTorch emulates it); on CUDA from sm_89 on, for bf16 ``x`` (row-wise scales give bf16 results) and ``d``, ``V``
+    multiples of 16. (Called inside the compiled forward, which folds ``get_device_properties`` to a constant.)"""
+    if not x.is_cuda:
+        return True
+    properties = torch.cuda.get_device_properties(x.device)
+    return ((properties.major, properties.minor) >= (8, 9) and x.dtype == torch.bfloat16
+            and x.size(-1) % FP8_ALIGN == 0 and weight.size(0) % FP8_ALIGN == 0)
+
+
+def rows_to_e4m3(t: Tensor) -> tuple[Tensor, Tensor]:
+    """(``t``'s rows over their scales, in e4m3; the scales [n, 1] float32): each row's largest |value| becomes
+    e4m3's largest, 448, rounded to nearest."""
+    if t.is_cuda:
+        from cavegpt.model.head_loss_triton import triton_rows_to_e4m3
+        return triton_rows_to_e4m3(t)
+    rows = t.detach().float()
+    scales = (rows.abs().amax(1, keepdim=True) / E4M3_MAX).clamp(min=MIN_SCALE)
+    return (rows / scales).to(E4M3), scales
+
+
+def fp8_product(x8: Tensor, x_scales: Tensor, w8: Tensor, w_scales: Tensor, out: Tensor) -> Tensor:
+    """``out = (x_scales ⊙ x8) · (w_scales ⊙ w8)ᵀ``, summed in float32 (:func:`rows_to_e4m3`'s pairs)."""
+    rows = x8.size(0)
+    pad = -rows % FP8_ALIGN if x8.is_cuda else 0
+    if pad == 0:
+        return torch._scaled_mm(x8, w8.T, scale_a=x_scales, scale_b=w_scales.T, out_dtype=out.dtype,
+                                use_fast_accum=FP8_FAST_ACCUM, out=out)
+    x8 = F.pad(x8.view(torch.uint8), (0, 0, 0, pad)).view(E4M3)
+    x_scales = F.pad(x_scales, (0, 0, 0, pad), value=1.0)
+    product = torch._scaled_mm(x8, w8.T, scale_a=x_scales, scale_b=w_scales.T, out_dtype=out.dtype,
+                               use_fast_accum=FP8_FAST_ACCUM)
+    return out.copy_(product[:rows])
 
 
 def ahead_targets(targets: Tensor, horizon: int) -> Tensor:
@@ -79,9 +128,11 @@ def _cpu_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softca
 
 @torch.library.custom_op("cavegpt::softcapped_cross_entropy", mutates_args=())
 def _softcapped_cross_entropy(x: Tensor, weight: Tensor, ahead: Tensor, coefs: Tensor, softcap: float,
-                              chunk_tokens: int, with_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+                              chunk_tokens: int, with_grad: bool, fp8: bool) -> tuple[Tensor, Tensor, Tensor]:
     """(losses [N, K] float32, grad_x [N, d] or empty, grad_weight [V, d] float32 or empty); see the module."""
     w = weight.to(x.dtype)
+    if fp8:
+        (x8, x_scales), (w8, w_scales) = rows_to_e4m3(x), rows_to_e4m3(weight)
     losses = x.new_empty(ahead.shape, dtype=torch.float32)
     grad_x = torch.empty_like(x) if with_grad else x.new_empty(0)
     grad_w = torch.empty(weight.shape, dtype=torch.float32, device=x.device) if with_grad else weight.new_empty(0)
@@ -92,7 +143,8 @@ def _softcapped_cross_entropy(x: Tensor, weight: Tensor, ahead: Tensor, coefs: T
     for start in range(0, x.size(0), chunk_tokens):
         rows = slice(start, start + chunk_tokens)
         x_rows = x[rows]
-        logits = torch.mm(x_rows, w.T, out=buffer[:x_rows.size(0)])
+        out = buffer[:x_rows.size(0)]
+        logits = fp8_product(x8[rows], x_scales[rows], w8, w_scales, out) if fp8 else torch.mm(x_rows, w.T, out=out)
         losses[rows], scales = rows_loss_and_grad(logits, ahead[rows], coefs, softcap, with_grad)
         if with_grad:
             scales = scales.unsqueeze(1)
@@ -119,7 +171,7 @@ def _accumulate_product(total: Tensor, a: Tensor, b: Tensor, first: bool) -> Non
 
 
 @_softcapped_cross_entropy.register_fake
-def _(x, weight, ahead, coefs, softcap, chunk_tokens, with_grad):
+def _(x, weight, ahead, coefs, softcap, chunk_tokens, with_grad, fp8):
     losses = x.new_empty(ahead.shape, dtype=torch.float32)
     if not with_grad:
         return losses, x.new_empty(0), weight.new_empty(0)
@@ -129,9 +181,9 @@ def _(x, weight, ahead, coefs, softcap, chunk_tokens, with_grad):
 class _HeadLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, ahead: Tensor, coefs: Tensor, softcap: float, chunk_tokens: int,
-                with_grad: bool) -> tuple[Tensor, Tensor]:
+                with_grad: bool, fp8: bool) -> tuple[Tensor, Tensor]:
         losses, grad_x, grad_w = torch.ops.cavegpt.softcapped_cross_entropy(
-            x, weight, ahead, coefs, softcap, chunk_tokens, with_grad)
+            x, weight, ahead, coefs, softcap, chunk_tokens, with_grad, fp8)
         ctx.save_for_backward(grad_x, grad_w)
         ctx.mark_non_differentiable(losses)
         return (losses * coefs).sum(), losses
@@ -139,18 +191,19 @@ class _HeadLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_objective: Tensor, _grad_losses: Tensor):
         grad_x, grad_w = ctx.saved_tensors
-        return grad_x * grad_objective.to(grad_x.dtype), grad_w * grad_objective, None, None, None, None, None
+        return grad_x * grad_objective.to(grad_x.dtype), grad_w * grad_objective, None, None, None, None, None, None
 
 
 def fused_head_losses(x: Tensor, weight: Tensor, targets: Tensor, loss_weights: Tensor, softcap: float,
-                      chunk_tokens: int | None = None) -> tuple[Tensor, Tensor]:
+                      chunk_tokens: int | None = None, fp8: bool = False) -> tuple[Tensor, Tensor]:
     """(objective, losses) of the soft-capped LM head ``weight`` [V, d] on ``x`` [B, T, d].
 
     ``losses[k]`` is the mean cross-entropy of predicting ``targets`` shifted by k (k = 0: the next
     token) over the positions that have such a target; ``objective = loss_weights · losses``
     carries the gradient (``losses`` carries none). The matmuls run in the autocast dtype when
     autocast is on, the soft cap and the softmax in float32. ``chunk_tokens``: rows of logits at a time
-    (default: all of them on a GPU, ``CPU_CHUNK_TOKENS`` elsewhere).
+    (default: all of them on a GPU, ``CPU_CHUNK_TOKENS`` elsewhere). ``fp8``: the forward product in FP8 where
+    :func:`fp8_head_applies`, in the matmul dtype elsewhere.
     """
     B, T, d = x.shape
     chunk_tokens = chunk_tokens or (B * T if x.is_cuda else CPU_CHUNK_TOKENS)
@@ -160,6 +213,7 @@ def fused_head_losses(x: Tensor, weight: Tensor, targets: Tensor, loss_weights: 
     positions = B * (T - torch.arange(horizon, dtype=torch.float32, device=x.device))  # rows that have target k
     coefs = loss_weights.float() / positions
     with_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-    objective, losses = _HeadLoss.apply(x.reshape(B * T, d), weight, ahead_targets(targets, horizon), coefs,
-                                        softcap, chunk_tokens, with_grad)
+    x = x.reshape(B * T, d)
+    objective, losses = _HeadLoss.apply(x, weight, ahead_targets(targets, horizon), coefs, softcap, chunk_tokens,
+                                        with_grad, fp8 and fp8_head_applies(x, weight))
     return objective, losses.sum(0) / positions

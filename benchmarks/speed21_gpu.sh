@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Issue 16, session 23 (`seed` at 491,058 tokens/s in session 22, 1.068 s a step; the bar is 500k, ≤ 1.0486 s):
+#   levers: (run on branch lever/combo = main + lever/qkv-epilogue + lever/x0-low-precision, 6d37bf1; one warm H100
+#         after `speed16_gpu.sh park`; carry .whl/fa4) the Q/K/V epilogue's GPU tests and its kernel against cuBLAS +
+#         the prep kernels (benchmarks/qkv_matmul_gpu.py), then `seed` with neither lever / with `qkv_epilogue=true` /
+#         with `low_precision_x0=true`. On main the settings do not exist, so this stage no longer runs as written.
+#   profile: (the same warm machine; carry .whl/fa4) where a `seed` step goes, with the overrides given after the
+#         stage's name (benchmarks/profile_step_gpu.py).
+#   fp8: (one warm H100 after `speed16_gpu.sh park`; carry .whl/fa4) the head's forward product in FP8
+#         (`head_fp8`): the head's GPU tests, benchmarks/head_fp8_gpu.py, then `seed` with it off / on / off.
+# Usage (device, repo root): bash benchmarks/speed21_gpu.sh levers|profile|fp8 [OVERRIDES...]  (figures in $OUT)
+set -uo pipefail
+stage=$1; shift
+source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed21
+case $stage in
+levers)
+    install_fa4
+    gpu_tests 150 tests/test_qkv_prep.py -k gpu
+    timeout 120 python benchmarks/qkv_matmul_gpu.py > "$out/qkv_matmul.txt" 2>&1
+    sed -n '/^largest/,$p' "$out/qkv_matmul.txt"; grep -E "Error" "$out/qkv_matmul.txt" | head -3
+    bench seed_neither --preset seed "${synthetic[@]}" attention=fa4
+    bench seed_epilogue --preset seed "${synthetic[@]}" attention=fa4 qkv_epilogue=true
+    bench seed_x0 --preset seed "${synthetic[@]}" attention=fa4 low_precision_x0=true
+    ;;
+profile)
+    install_fa4
+    python benchmarks/profile_step_gpu.py seed attention=fa4 "$@" > "$out/profile_seed.txt" 2>&1
+    head -14 "$out/profile_seed.txt"; grep -A14 "matmuls by shape" "$out/profile_seed.txt"
+    ;;
+fp8)
+    install_fa4
+    gpu_tests 200 tests/test_head_loss.py -k gpu
+    timeout 120 python benchmarks/head_fp8_gpu.py > "$out/head_fp8.txt" 2>&1
+    sed -n '/^the head/,$p' "$out/head_fp8.txt"; grep -E "Error" "$out/head_fp8.txt" | head -3
+    bench seed_off --preset seed "${synthetic[@]}" attention=fa4
+    bench seed_fp8 --preset seed "${synthetic[@]}" attention=fa4 head_fp8=true
+    bench seed_off_again --preset seed "${synthetic[@]}" attention=fa4
+    ;;
+esac
