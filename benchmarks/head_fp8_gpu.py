@@ -1,6 +1,6 @@
 """The FP8 head (``ModelConfig.head_fp8``) at a `seed` micro-batch's shape on the GPU: the forward product alone in bf16
-and in FP8 (row-wise scales as the head uses them, and one scale per tensor; with and without fast accumulation),
-the quantizer on x and on W, and the whole fused head forward + backward with and without FP8, with the losses'
+and in FP8 (one scale per tensor, as the head uses them, and a scale per row; with and without fast accumulation),
+the rounding of x and of W to e4m3, and the whole fused head forward + backward with and without FP8, with the losses'
 largest difference. Median of CUDA-event timings (triton.testing.do_bench); the table comes last.
 
 Usage (device, repo root): PYTHONPATH=src python benchmarks/head_fp8_gpu.py
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from triton.testing import do_bench
 
-from cavegpt.model.head_loss import E4M3, fused_head_losses, rows_to_e4m3
+from cavegpt.model.head_loss import E4M3, fused_head_losses, to_e4m3
 
 T, D, V = 32768, 768, 50304
 
@@ -28,8 +28,8 @@ def main() -> None:
     weight = torch.randn(V, D, device="cuda") * 0.02
     w = weight.bfloat16()
     out = torch.empty(T, V, device="cuda", dtype=torch.bfloat16)
-    (x8, x_scales), (w8, w_scales) = rows_to_e4m3(x), rows_to_e4m3(weight)
-    one = torch.ones((), device="cuda")
+    (x8, x_scale), (w8, w_scale) = to_e4m3(x), to_e4m3(weight)
+    x_scales, w_scales = x_scale.expand(T, 1).contiguous(), w_scale.expand(V, 1).contiguous()
     rows = []
     flops = 2 * T * D * V
     rows.append(("bf16 product (torch.mm, out=)", timed(lambda: torch.mm(x, w.T, out=out))))
@@ -37,9 +37,9 @@ def main() -> None:
         rows.append((f"FP8 row-wise scales, fast accumulation {fast}", timed(lambda: torch._scaled_mm(
             x8, w8.T, scale_a=x_scales, scale_b=w_scales.T, out_dtype=torch.bfloat16, use_fast_accum=fast, out=out))))
         rows.append((f"FP8 one scale per tensor, fast accumulation {fast}", timed(lambda: torch._scaled_mm(
-            x8, w8.T, scale_a=one, scale_b=one, out_dtype=torch.bfloat16, use_fast_accum=fast, out=out))))
-    rows.append(("quantizer on x [32768 × 768] bf16", timed(lambda: rows_to_e4m3(x))))
-    rows.append(("quantizer on W [50304 × 768] float32", timed(lambda: rows_to_e4m3(weight))))
+            x8, w8.T, scale_a=x_scale, scale_b=w_scale, out_dtype=torch.bfloat16, use_fast_accum=fast, out=out))))
+    rows.append(("to_e4m3 of x [32768 × 768] bf16", timed(lambda: to_e4m3(x))))
+    rows.append(("to_e4m3 of W [50304 × 768] float32", timed(lambda: to_e4m3(weight))))
     assert x8.dtype == E4M3
 
     xg = x.float().view(1, T, D).requires_grad_()

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from cavegpt.model.gpt import GPT, ModelConfig
 from cavegpt.model import head_loss
-from cavegpt.model.head_loss import E4M3, E4M3_MAX, fused_head_losses, rows_loss_and_grad, rows_to_e4m3
+from cavegpt.model.head_loss import E4M3, E4M3_MAX, fused_head_losses, rows_loss_and_grad, to_e4m3
 from tests.fused_paths import run_in_triton_interpreter
 
 SMALL = dict(n_layer=6, n_head=2, d_model=32, backout_layer=4, vocab_size=64, max_seq_len=256, attention="sdpa")
@@ -81,26 +81,25 @@ def test_fused_and_plain_models_agree_on_loss_and_every_gradient() -> None:
         plain(tokens[:, :-1], window, tokens[:, 1:]).item(), rel=1e-6)
 
 
-def test_rows_to_e4m3_puts_each_rows_largest_value_on_448_and_rounds_to_nearest() -> None:
+def test_to_e4m3_puts_the_largest_magnitude_on_448_and_rounds_every_value_to_nearest() -> None:
     generator = torch.Generator().manual_seed(0)
-    t = torch.randn(5, 96, generator=generator) * torch.tensor([1e-3, 1.0, 30.0, 1e4, 0.0])[:, None]
-    t[1, 7] = -9.0  # the row's largest magnitude is negative
-    t8, scales = rows_to_e4m3(t)
-    assert t8.dtype == E4M3 and scales.shape == (5, 1) and torch.isfinite(scales).all()
-    amax = t.abs().amax(1, keepdim=True)
-    torch.testing.assert_close(scales[:4], amax[:4] / E4M3_MAX, rtol=0, atol=0)
+    t = torch.randn(4, 96, generator=generator) * torch.tensor([1e-3, 1.0, 30.0, 100.0])[:, None]
+    t[1, 7] = -500.0  # the largest magnitude is negative
+    t8, scale = to_e4m3(t)
+    assert t8.dtype == E4M3 and scale.shape == () and scale.item() == pytest.approx(500.0 / E4M3_MAX, rel=1e-7)
     assert t8[1, 7].float().item() == -E4M3_MAX
-    assert (t8[4].float() == 0).all()  # a row of zeros stays zeros
-    scaled = (t.double() / scales.double())[:4]
-    error = (t8[:4].double() - scaled).abs()
-    spacing = 2.0 ** (torch.floor(torch.log2(scaled.abs().clamp(min=2.0 ** -6))) - 3)  # e4m3: 3 mantissa bits
-    assert (error <= spacing / 2 + 1e-12).all()
+    scaled = t.double() / scale.double()
+    normal = scaled.abs() >= 2.0 ** -6  # e4m3's normal range: 3 mantissa bits; below it, steps of 2^-9
+    spacing = torch.where(normal, 2.0 ** (torch.floor(torch.log2(scaled.abs().clamp(min=2.0 ** -6))) - 3), 2.0 ** -9)
+    assert ((t8.double() - scaled).abs() <= spacing / 2 + 1e-12).all()
+    zeros8, zero_scale = to_e4m3(torch.zeros(3, 16))  # all zeros: a finite scale, zeros back
+    assert torch.isfinite(zero_scale) and (zeros8.float() == 0).all()
 
 
 def fp8_operands_in_float64(x: torch.Tensor, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """x and W as the FP8 head's forward product sees them: each row rounded to e4m3 over its scale, in float64."""
-    (x8, x_scales), (w8, w_scales) = rows_to_e4m3(x.reshape(-1, x.size(-1))), rows_to_e4m3(weight)
-    return (x8.double() * x_scales.double()).view(x.shape), w8.double() * w_scales.double()
+    """x and W as the FP8 head's forward product sees them: rounded to e4m3 over their scales, in float64."""
+    (x8, x_scale), (w8, w_scale) = to_e4m3(x), to_e4m3(weight)
+    return x8.double() * x_scale.double(), w8.double() * w_scale.double()
 
 
 @pytest.mark.parametrize("loss_weights", [[1.0], [1.0, 0.5, 0.25]])
@@ -214,17 +213,16 @@ def test_row_kernel_on_the_gpu_matches_the_pytorch_rows_with_targets_on_block_ed
                                rtol=1e-2, atol=1e-9)  # bf16 rounding of the gradient
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the quantizer compiled for it (Triton "
-                    "3.6's interpreter does not round to e4m3 to nearest, so it cannot stand in)")
-def test_quantizer_on_the_gpu_matches_the_pytorch_rows_to_the_bit() -> None:
-    from cavegpt.model.head_loss_triton import triton_rows_to_e4m3
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the rounding kernel compiled for it "
+                    "(Triton 3.6's interpreter does not round to e4m3 to nearest, so it cannot stand in)")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_to_e4m3_on_the_gpu_matches_the_cpu_to_the_bit(dtype: torch.dtype) -> None:
     torch.manual_seed(0)
-    t = (torch.randn(1003, 768, device="cuda") * torch.logspace(-4, 4, 1003, device="cuda")[:, None]).bfloat16()
-    t[5] = 0.0
-    t[6, 3] = -1e5  # a row whose largest magnitude is negative
-    got, got_scales = triton_rows_to_e4m3(t, rows_per_program=8)  # 1,003 rows: the last program's rows partly past n
-    expected, expected_scales = rows_to_e4m3(t.cpu())
-    assert torch.equal(got_scales.cpu(), expected_scales)
+    t = (torch.randn(1003, 768, device="cuda") * torch.logspace(-4, 2, 1003, device="cuda")[:, None]).to(dtype)
+    t[6, 3] = -1e3  # the largest magnitude is negative; 1,003 · 768 values: the last block is partial
+    got, got_scale = to_e4m3(t)
+    expected, expected_scale = to_e4m3(t.cpu())
+    assert torch.equal(got_scale.cpu(), expected_scale)
     assert torch.equal(got.view(torch.uint8).cpu(), expected.view(torch.uint8))
 
 

@@ -15,10 +15,10 @@ each chunk of ``chunk_tokens`` tokens (``ModelConfig.head_chunk_tokens`` on a GP
   the [rows × d] side of each product.
 
 FP8 (``fp8=True``, ``ModelConfig.head_fp8``): the forward product runs as ``torch._scaled_mm`` on e4m3 copies of x
-and W, each row over its own scale (its largest |value| lands on e4m3's 448), with float32 sums; the soft cap then
-sees logits computed from 3-bit mantissas, as in the modded-nanogpt records' FP8 head. The gradient's two products
-stay in the matmul dtype: the rows' gradients span up to e⁶⁰ from row to row before their scales are known, more
-than e4m3's range. FP8 matmuls need sm_89 or newer and, on CUDA, bf16 results (:func:`fp8_head_applies`).
+and W, each over its own scale (its largest |value| lands on e4m3's 448); the soft cap then sees logits computed from
+3-bit mantissas, as in the modded-nanogpt records' FP8 head. The gradient's two products stay in the matmul dtype:
+the rows' gradients span up to e⁶⁰ from row to row before their scales are known, more than e4m3's range. FP8
+matmuls need sm_89 or newer (:func:`fp8_head_applies`).
 
 The gradients are computed in the forward pass because the loss is the last operation of the
 model: the backward pass only scales them by the incoming gradient. What stays alive from forward
@@ -47,45 +47,47 @@ CPU_CHUNK_TOKENS = 128
 CPU_ROW_BLOCK = 32
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = torch.finfo(E4M3).max
-MIN_SCALE = torch.finfo(torch.float32).tiny  # a row of zeros keeps a finite scale
+MIN_SCALE = torch.finfo(torch.float32).tiny  # a tensor of zeros keeps a finite scale
 FP8_ALIGN = 16  # cuBLAS's FP8 products want every dimension a multiple of 16
-# Hopper's FP8 products sum in the tensor cores' own precision unless told to promote to float32 every few steps;
-# the head's sums are 768 terms deep
-FP8_FAST_ACCUM = False
+# Hopper's FP8 products can sum in the tensor cores' own precision rather than promote to float32 every few steps:
+# the head's sums are 768 terms deep, and the modded-nanogpt records' FP8 head sums that way. On an H100 the head's
+# product took 2.36 ms so, 2.50 with float32 sums, 2.82 with a scale per row, 3.95 in bf16 (docs/BENCHMARKS.md,
+# session 23)
+FP8_FAST_ACCUM = True
 
 
 def fp8_head_applies(x: Tensor, weight: Tensor) -> bool:
     """Whether the head's forward product can run in FP8 for ``x`` [n, d] and ``weight`` [V, d]: on the CPU always
-    (PyTorch emulates it); on CUDA from sm_89 on, for bf16 ``x`` (row-wise scales give bf16 results) and ``d``, ``V``
-    multiples of 16. (Called inside the compiled forward, which folds ``get_device_properties`` to a constant.)"""
+    (PyTorch emulates it); on CUDA from sm_89 on, for ``d`` and ``V`` multiples of 16. (Called inside the compiled
+    forward, which folds ``get_device_properties`` to a constant.)"""
     if not x.is_cuda:
         return True
     properties = torch.cuda.get_device_properties(x.device)
-    return ((properties.major, properties.minor) >= (8, 9) and x.dtype == torch.bfloat16
-            and x.size(-1) % FP8_ALIGN == 0 and weight.size(0) % FP8_ALIGN == 0)
+    return (properties.major, properties.minor) >= (8, 9) and x.size(-1) % FP8_ALIGN == 0 \
+        and weight.size(0) % FP8_ALIGN == 0
 
 
-def rows_to_e4m3(t: Tensor) -> tuple[Tensor, Tensor]:
-    """(``t``'s rows over their scales, in e4m3; the scales [n, 1] float32): each row's largest |value| becomes
-    e4m3's largest, 448, rounded to nearest."""
+def to_e4m3(t: Tensor) -> tuple[Tensor, Tensor]:
+    """(``t`` over its scale, in e4m3; the scale, a 0-dim float32 tensor): ``t``'s largest |value| becomes e4m3's
+    largest, 448, and every value is rounded to nearest. The scale stays on the device: no host sync."""
+    t = t.detach()
+    amax = torch.linalg.vector_norm(t, float("inf"), dtype=torch.float32)
+    scale = (amax / E4M3_MAX).clamp(min=MIN_SCALE)
     if t.is_cuda:
-        from cavegpt.model.head_loss_triton import triton_rows_to_e4m3
-        return triton_rows_to_e4m3(t)
-    rows = t.detach().float()
-    scales = (rows.abs().amax(1, keepdim=True) / E4M3_MAX).clamp(min=MIN_SCALE)
-    return (rows / scales).to(E4M3), scales
+        from cavegpt.model.head_loss_triton import triton_scaled_to_e4m3
+        return triton_scaled_to_e4m3(t, scale), scale
+    return (t.float() / scale).to(E4M3), scale
 
 
-def fp8_product(x8: Tensor, x_scales: Tensor, w8: Tensor, w_scales: Tensor, out: Tensor) -> Tensor:
-    """``out = (x_scales ⊙ x8) · (w_scales ⊙ w8)ᵀ``, summed in float32 (:func:`rows_to_e4m3`'s pairs)."""
+def fp8_product(x8: Tensor, x_scale: Tensor, w8: Tensor, w_scale: Tensor, out: Tensor) -> Tensor:
+    """``out = (x_scale · x8) · (w_scale · w8)ᵀ`` (:func:`to_e4m3`'s pairs); rows padded to a multiple of 16 on CUDA."""
     rows = x8.size(0)
     pad = -rows % FP8_ALIGN if x8.is_cuda else 0
     if pad == 0:
-        return torch._scaled_mm(x8, w8.T, scale_a=x_scales, scale_b=w_scales.T, out_dtype=out.dtype,
+        return torch._scaled_mm(x8, w8.T, scale_a=x_scale, scale_b=w_scale, out_dtype=out.dtype,
                                 use_fast_accum=FP8_FAST_ACCUM, out=out)
     x8 = F.pad(x8.view(torch.uint8), (0, 0, 0, pad)).view(E4M3)
-    x_scales = F.pad(x_scales, (0, 0, 0, pad), value=1.0)
-    product = torch._scaled_mm(x8, w8.T, scale_a=x_scales, scale_b=w_scales.T, out_dtype=out.dtype,
+    product = torch._scaled_mm(x8, w8.T, scale_a=x_scale, scale_b=w_scale, out_dtype=out.dtype,
                                use_fast_accum=FP8_FAST_ACCUM)
     return out.copy_(product[:rows])
 
@@ -132,7 +134,7 @@ def _softcapped_cross_entropy(x: Tensor, weight: Tensor, ahead: Tensor, coefs: T
     """(losses [N, K] float32, grad_x [N, d] or empty, grad_weight [V, d] float32 or empty); see the module."""
     w = weight.to(x.dtype)
     if fp8:
-        (x8, x_scales), (w8, w_scales) = rows_to_e4m3(x), rows_to_e4m3(weight)
+        (x8, x_scale), (w8, w_scale) = to_e4m3(x), to_e4m3(weight)
     losses = x.new_empty(ahead.shape, dtype=torch.float32)
     grad_x = torch.empty_like(x) if with_grad else x.new_empty(0)
     grad_w = torch.empty(weight.shape, dtype=torch.float32, device=x.device) if with_grad else weight.new_empty(0)
@@ -144,7 +146,7 @@ def _softcapped_cross_entropy(x: Tensor, weight: Tensor, ahead: Tensor, coefs: T
         rows = slice(start, start + chunk_tokens)
         x_rows = x[rows]
         out = buffer[:x_rows.size(0)]
-        logits = fp8_product(x8[rows], x_scales[rows], w8, w_scales, out) if fp8 else torch.mm(x_rows, w.T, out=out)
+        logits = fp8_product(x8[rows], x_scale, w8, w_scale, out) if fp8 else torch.mm(x_rows, w.T, out=out)
         losses[rows], scales = rows_loss_and_grad(logits, ahead[rows], coefs, softcap, with_grad)
         if with_grad:
             scales = scales.unsqueeze(1)

@@ -1,5 +1,5 @@
 """The row kernel of :mod:`cavegpt.model.head_loss` in Triton: one program per row of logits, one pass over it; and
-the FP8 head's quantizer, which rounds each row of x or W to e4m3 over its own scale in one pass.
+the FP8 head's rounding of x or W to e4m3 over its scale.
 
 The pass reads each block of the row once, adds its ``exp(capped − cap)`` terms to the row's sum, and (with the
 gradient) overwrites the block with ``total · exp(capped − cap) · (1 − tanh²)`` at once, before the row's sum is
@@ -117,28 +117,20 @@ def triton_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, soft
     return losses, scales
 
 
+
 @triton.jit
-def _rows_to_e4m3(src_ptr, dst_ptr, scales_ptr, n_rows, COLS: tl.constexpr, BLOCK: tl.constexpr,
-                  ROWS: tl.constexpr, E4M3_MAX: tl.constexpr, MIN_SCALE: tl.constexpr):
-    rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)
-    cols = tl.arange(0, BLOCK)
-    mask = (rows[:, None] < n_rows) & (cols[None, :] < COLS)
-    offsets = rows[:, None] * COLS + cols[None, :]
-    values = tl.load(src_ptr + offsets, mask=mask, other=0.0).to(tl.float32)
-    scales = tl.maximum(tl.max(tl.abs(values), axis=1) / E4M3_MAX, MIN_SCALE)
-    tl.store(dst_ptr + offsets, tl.math.div_rn(values, scales[:, None]).to(tl.float8e4nv), mask=mask)
-    tl.store(scales_ptr + rows, scales, mask=rows < n_rows)
+def _scaled_to_e4m3(src_ptr, dst_ptr, scale_ptr, n, BLOCK: tl.constexpr):
+    offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    values = tl.load(src_ptr + offsets, mask=offsets < n, other=0.0).to(tl.float32)
+    scaled = tl.math.div_rn(values, tl.load(scale_ptr))  # as PyTorch divides, so the two round alike
+    tl.store(dst_ptr + offsets, scaled.to(tl.float8e4nv), mask=offsets < n)
 
 
-def triton_rows_to_e4m3(t: Tensor, rows_per_program: int = 8) -> tuple[Tensor, Tensor]:
-    """See :func:`cavegpt.model.head_loss.rows_to_e4m3`: one read of ``t`` (contiguous, [n, d]) and one write of its
-    e4m3 copy, ``rows_per_program`` rows a program."""
-    from cavegpt.model.head_loss import E4M3, E4M3_MAX, MIN_SCALE
+def triton_scaled_to_e4m3(t: Tensor, scale: Tensor, block: int = 4096) -> Tensor:
+    """``t / scale`` in e4m3, rounded to nearest (:func:`cavegpt.model.head_loss.to_e4m3`): one read of ``t`` and one
+    write of the copy."""
+    from cavegpt.model.head_loss import E4M3
     t = t.contiguous()
-    n, cols = t.shape
-    out = torch.empty(n, cols, dtype=E4M3, device=t.device)
-    scales = torch.empty(n, 1, dtype=torch.float32, device=t.device)
-    _rows_to_e4m3[(triton.cdiv(n, rows_per_program),)](t, out, scales, n, COLS=cols,
-                                                        BLOCK=triton.next_power_of_2(cols), ROWS=rows_per_program,
-                                                        E4M3_MAX=E4M3_MAX, MIN_SCALE=MIN_SCALE, num_warps=4)
-    return out, scales
+    out = torch.empty(t.shape, dtype=E4M3, device=t.device)
+    _scaled_to_e4m3[(triton.cdiv(t.numel(), block),)](t, out, scale, t.numel(), BLOCK=block, num_warps=8)
+    return out
