@@ -8,7 +8,11 @@
 #         stage's name (benchmarks/profile_step_gpu.py).
 #   fp8: (one warm H100 after `speed16_gpu.sh park`; carry .whl/fa4) the head's forward product in FP8
 #         (`head_fp8`): the head's GPU tests, benchmarks/head_fp8_gpu.py, then `seed` with it off / on / off.
-# Usage (device, repo root): bash benchmarks/speed21_gpu.sh levers|profile|fp8 [OVERRIDES...]  (figures in $OUT)
+#   learn: (2, 4 or more GPUs; carry .devdata/textmix and .devdata/$BEFORE, e.g. s23start = `git archive 014f895
+#         src`) the issue's learning check, 300 `seed` steps on textmix with FlexAttention at init seeds $SEEDS (0 1 2),
+#         this tree with the overrides in $NEW beside the older tree, a pair of GPUs per seed, as many seeds at once as
+#         there are pairs.
+# Usage (device, repo root): bash benchmarks/speed21_gpu.sh levers|profile|fp8|learn [OVERRIDES...]  (figures in $OUT)
 set -uo pipefail
 stage=$1; shift
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed21
@@ -35,5 +39,32 @@ fp8)
     bench seed_off --preset seed "${synthetic[@]}" attention=fa4
     bench seed_fp8 --preset seed "${synthetic[@]}" attention=fa4 head_fp8=true
     bench seed_off_again --preset seed "${synthetic[@]}" attention=fa4
+    ;;
+learn)
+    seed300() {  # log name [overrides...]: the 300-step seed run on textmix, its validations printed
+        local name=$1; shift
+        python -m cavegpt train --preset seed "${textmix_globs[@]}" val_tokens=2097152 grad_accum=2 \
+            num_iterations=300 cooldown_iters=110 val_every=25 log_every=25 save_checkpoint=false \
+            log_dir=/tmp/cavegpt-speed21-runs run_id="$name" "$@" > "$out/$name.txt" 2>&1
+        echo "== $name"; grep -E "^step:[0-9]+/300 val_loss" "$out/$name.txt" | tr '\n' ' ' | \
+            sed -E 's/ train_time:[^ ]+ step_avg:[^ ]+//g'
+        echo
+    }
+    before=${BEFORE:?BEFORE names the older tree, a folder under .devdata}
+    pair() {  # init seed, first GPU of the pair: the older tree on the second GPU, this tree on the first
+        (export CUDA_VISIBLE_DEVICES=$(($2 + 1)) PYTHONPATH=".devdata/$before/src"
+         seed300 "seed300_${before}_s$1" seed="$1") > "$out/pair_s$1_before.txt" 2>&1 &
+        # shellcheck disable=SC2086  # NEW holds several key=value overrides
+        (export CUDA_VISIBLE_DEVICES=$2; seed300 "seed300_new_s$1" seed="$1" ${NEW:-}) > "$out/pair_s$1_new.txt" 2>&1 &
+    }
+    gpus=$(nvidia-smi -L | wc -l)
+    pairs=0
+    for seed in ${SEEDS:-0 1 2}; do
+        pair "$seed" $((2 * pairs))
+        pairs=$((pairs + 1))
+        if [ $((2 * pairs + 1)) -gt "$gpus" ]; then wait; pairs=0; fi
+    done
+    wait
+    cat "$out"/pair_*.txt
     ;;
 esac

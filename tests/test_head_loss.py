@@ -124,6 +124,22 @@ def test_fp8_head_matches_float64_on_the_e4m3_rounded_operands(loss_weights: lis
     torch.testing.assert_close(weight.grad.double(), w64.grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("fp8", [False, True])
+def test_the_weights_copies_are_remade_after_an_in_place_update(fp8: bool) -> None:
+    """The head keeps W's rounded copies between calls; an optimizer's in-place step must not leave them stale."""
+    torch.manual_seed(0)
+    x, weight = torch.randn(1, 6, 16), torch.randn(32, 16, requires_grad=True)
+    targets = torch.randint(0, 32, (1, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        before, _ = fused_head_losses(x, weight, targets, torch.ones(1), 30.0, fp8=fp8)
+        with torch.no_grad():
+            weight.mul_(1.5)
+        after, _ = fused_head_losses(x, weight, targets, torch.ones(1), 30.0, fp8=fp8)
+        fresh, _ = fused_head_losses(x, weight.detach().clone(), targets, torch.ones(1), 30.0, fp8=fp8)
+    assert after.item() != before.item()
+    assert after.item() == fresh.item()
+
+
 def test_fp8_head_falls_back_to_the_matmul_dtype_where_fp8_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
     """Forced off (as on GPUs older than sm_89), ``fp8=True`` gives the plain product's results to the bit."""
     torch.manual_seed(0)

@@ -128,13 +128,35 @@ def _cpu_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softca
     return losses, total.reciprocal().squeeze(1)
 
 
+class _WeightCopies:
+    """The head weight in the matmul dtype and (for FP8) in e4m3 with its scale, made once for the micro-batches of an
+    optimizer step rather than once per micro-batch (0.14 + ≈ 0.08 ms of a `seed` micro-batch's 16 on an H100,
+    docs/BENCHMARKS.md, session 23). They are remade when the weight's storage or version counter moves: every
+    in-place write moves it (an optimizer step, ``load_state_dict``), and a write through ``.data``, which would not,
+    happens only before training starts."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.copies: tuple[Tensor, Tensor | None, Tensor | None] = (torch.empty(0), None, None)
+
+    def of(self, weight: Tensor, dtype: torch.dtype, fp8: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """(W in ``dtype``, W in e4m3 or None, its scale or None)."""
+        key = (weight.untyped_storage().data_ptr(), weight._version, weight.shape, weight.device, dtype, fp8)
+        if key != self.key:
+            self.key, self.copies = key, (weight.detach().to(dtype), *(to_e4m3(weight) if fp8 else (None, None)))
+        return self.copies
+
+
+_weight_copies = _WeightCopies()
+
+
 @torch.library.custom_op("cavegpt::softcapped_cross_entropy", mutates_args=())
 def _softcapped_cross_entropy(x: Tensor, weight: Tensor, ahead: Tensor, coefs: Tensor, softcap: float,
                               chunk_tokens: int, with_grad: bool, fp8: bool) -> tuple[Tensor, Tensor, Tensor]:
     """(losses [N, K] float32, grad_x [N, d] or empty, grad_weight [V, d] float32 or empty); see the module."""
-    w = weight.to(x.dtype)
+    w, w8, w_scale = _weight_copies.of(weight, x.dtype, fp8)
     if fp8:
-        (x8, x_scale), (w8, w_scale) = to_e4m3(x), to_e4m3(weight)
+        x8, x_scale = to_e4m3(x)
     losses = x.new_empty(ahead.shape, dtype=torch.float32)
     grad_x = torch.empty_like(x) if with_grad else x.new_empty(0)
     grad_w = torch.empty(weight.shape, dtype=torch.float32, device=x.device) if with_grad else weight.new_empty(0)
