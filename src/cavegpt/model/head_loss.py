@@ -35,6 +35,9 @@ each term ≥ e⁻⁶⁰), so the kernel needs no running maximum. On CUDA the r
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -129,25 +132,39 @@ def _cpu_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, softca
 
 
 class _WeightCopies:
-    """The head weight in the matmul dtype and (for FP8) in e4m3 with its scale, made once for the micro-batches of an
-    optimizer step rather than once per micro-batch (0.14 + ≈ 0.08 ms of a `seed` micro-batch's 16 on an H100,
-    docs/BENCHMARKS.md, session 23). They are remade when the weight's storage or version counter moves: every
-    in-place write moves it (an optimizer step, ``load_state_dict``), and a write through ``.data``, which would not,
-    happens only before training starts."""
+    """The head weight in the matmul dtype and, for FP8, in e4m3 with its scale: made by every call, or once for many
+    calls inside :func:`weight_copies_held`."""
 
     def __init__(self) -> None:
+        self.held = False
         self.key: tuple | None = None
-        self.copies: tuple[Tensor, Tensor | None, Tensor | None] = (torch.empty(0), None, None)
+        self.copies: tuple[Tensor, Tensor | None, Tensor | None] | None = None
 
     def of(self, weight: Tensor, dtype: torch.dtype, fp8: bool) -> tuple[Tensor, Tensor | None, Tensor | None]:
         """(W in ``dtype``, W in e4m3 or None, its scale or None)."""
-        key = (weight.untyped_storage().data_ptr(), weight._version, weight.shape, weight.device, dtype, fp8)
-        if key != self.key:
-            self.key, self.copies = key, (weight.detach().to(dtype), *(to_e4m3(weight) if fp8 else (None, None)))
-        return self.copies
+        key = (weight.untyped_storage().data_ptr(), weight.shape, weight.device, dtype, fp8)
+        if self.held and key == self.key and self.copies is not None:
+            return self.copies
+        copies = (weight.detach().to(dtype), *(to_e4m3(weight) if fp8 else (None, None)))
+        if self.held:
+            self.key, self.copies = key, copies
+        return copies
 
 
 _weight_copies = _WeightCopies()
+
+
+@contextlib.contextmanager
+def weight_copies_held() -> Iterator[None]:
+    """Inside, the fused head makes its copies of W (in the matmul dtype and, for FP8, in e4m3) at its first call and
+    reuses them: for the micro-batches of one optimizer step, where W does not change. That saves 0.14 + ≈ 0.08 ms
+    of each `seed` micro-batch on an H100 (docs/BENCHMARKS.md, session 23). Only the caller can know W is unchanged:
+    a weight's version counter cannot tell, since fused Adam writes in place without moving it."""
+    _weight_copies.held = True
+    try:
+        yield
+    finally:
+        _weight_copies.held, _weight_copies.key, _weight_copies.copies = False, None, None
 
 
 @torch.library.custom_op("cavegpt::softcapped_cross_entropy", mutates_args=())

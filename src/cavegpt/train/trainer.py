@@ -17,6 +17,7 @@ from torch import Tensor
 from cavegpt.data.loader import Batch, TokenStream, find_shards, validation_stream
 from cavegpt.model.attention import Documents, resolve_attention
 from cavegpt.model.gpt import GPT
+from cavegpt.model.head_loss import weight_copies_held
 from cavegpt.optim.optimizers import Optimizers
 from cavegpt.optim.schedules import attention_window, micro_batches, mtp_weights, tokens_before
 from cavegpt.report.environment import environment
@@ -285,7 +286,7 @@ class Trainer:
         """Forward and backward passes over ``batches`` as micro-batches of ``step``, each objective divided by
         ``share``, their gradients summed into ``.grad``; returns the sum of their next-token losses (on device)."""
         total = torch.zeros((), device=self.device)
-        with self.training_weights() as differentiated:
+        with self.training_weights() as differentiated, weight_copies_held():
             for inputs, targets, documents in batches:
                 objective, loss = self.train_forward(inputs, targets, documents, step)
                 accumulate_gradients(objective / share, differentiated, self.trainable, self.compiled)
@@ -324,9 +325,10 @@ class Trainer:
         self.val_stream.seek(0, 0)
         steps = self.config.data.val_tokens // self.config.data.micro_batch_tokens
         total = torch.zeros((), device=self.device)
-        for inputs, targets, documents in rank_batches(self.val_stream, steps, self.world):
-            with self.autocast():
-                total += self.forward(inputs, self.window, targets, documents=documents)
+        with weight_copies_held():
+            for inputs, targets, documents in rank_batches(self.val_stream, steps, self.world):
+                with self.autocast():
+                    total += self.forward(inputs, self.window, targets, documents=documents)
         return (sum_over_ranks(total, self.world) / steps).item()
 
     def warmup(self) -> float:
