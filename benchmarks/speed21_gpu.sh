@@ -8,11 +8,13 @@
 #         stage's name (benchmarks/profile_step_gpu.py).
 #   fp8: (one warm H100 after `speed16_gpu.sh park`; carry .whl/fa4) the head's forward product in FP8
 #         (`head_fp8`): the head's GPU tests, benchmarks/head_fp8_gpu.py, then `seed` with it off / on / off.
+#   bar: (one warm H100 after `speed16_gpu.sh park`; carry .whl/fa4) `seed` with `head_fp8` off / on / off, nothing
+#         else (what the session's last device time allowed).
 #   learn: (2, 4 or more GPUs; carry .devdata/textmix and .devdata/$BEFORE, e.g. s23start = `git archive 014f895
 #         src`) the issue's learning check, 300 `seed` steps on textmix with FlexAttention at init seeds $SEEDS (0 1 2),
 #         this tree with the overrides in $NEW beside the older tree, a pair of GPUs per seed, as many seeds at once as
 #         there are pairs.
-# Usage (device, repo root): bash benchmarks/speed21_gpu.sh levers|profile|fp8|learn [OVERRIDES...]  (figures in $OUT)
+# Usage (device, repo root): bash benchmarks/speed21_gpu.sh levers|profile|fp8|bar|learn [OVERRIDES...]  (figures in $OUT)
 set -uo pipefail
 stage=$1; shift
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed21
@@ -36,6 +38,12 @@ fp8)
     gpu_tests 200 tests/test_head_loss.py -k gpu
     timeout 120 python benchmarks/head_fp8_gpu.py > "$out/head_fp8.txt" 2>&1
     sed -n '/^the head/,$p' "$out/head_fp8.txt"; grep -E "Error" "$out/head_fp8.txt" | head -3
+    bench seed_off --preset seed "${synthetic[@]}" attention=fa4
+    bench seed_fp8 --preset seed "${synthetic[@]}" attention=fa4 head_fp8=true
+    bench seed_off_again --preset seed "${synthetic[@]}" attention=fa4
+    ;;
+bar)
+    install_fa4
     bench seed_off --preset seed "${synthetic[@]}" attention=fa4
     bench seed_fp8 --preset seed "${synthetic[@]}" attention=fa4 head_fp8=true
     bench seed_off_again --preset seed "${synthetic[@]}" attention=fa4
