@@ -10,11 +10,14 @@
 #         (`head_fp8`): the head's GPU tests, benchmarks/head_fp8_gpu.py, then `seed` with it off / on / off.
 #   bar: (one warm H100 after `speed16_gpu.sh park`; carry .whl/fa4) `seed` with `head_fp8` off / on / off, nothing
 #         else (what the session's last device time allowed).
+#   next: (planned for session 24; one warm H100 after `speed16_gpu.sh park`; carry .whl/fa4 and .devdata/s23mid =
+#         `git archive 4ecaefe src`) `seed` with `head_fp8=true`: W's copies made per micro-batch (4ecaefe) / held for
+#         the step (this tree) / held, with float32 sums (FP8_FAST_ACCUM=False) / `head_fp8` off.
 #   learn: (2, 4 or more GPUs; carry .devdata/textmix and .devdata/$BEFORE, e.g. s23start = `git archive 014f895
 #         src`) the issue's learning check, 300 `seed` steps on textmix with FlexAttention at init seeds $SEEDS (0 1 2),
 #         this tree with the overrides in $NEW beside the older tree, a pair of GPUs per seed, as many seeds at once as
-#         there are pairs.
-# Usage (device, repo root): bash benchmarks/speed21_gpu.sh levers|profile|fp8|bar|learn [OVERRIDES...]  (figures in $OUT)
+#         there are pairs. CAVEGPT names another command line for the new side (benchmarks/module_settings.py).
+# Usage (device, repo root): bash benchmarks/speed21_gpu.sh levers|profile|fp8|bar|next|learn [OVERRIDES...]  (figures in $OUT)
 set -uo pipefail
 stage=$1; shift
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed21
@@ -48,10 +51,18 @@ bar)
     bench seed_fp8 --preset seed "${synthetic[@]}" attention=fa4 head_fp8=true
     bench seed_off_again --preset seed "${synthetic[@]}" attention=fa4
     ;;
+next)
+    install_fa4
+    older s23mid seed_fp8_per_batch --preset seed "${synthetic[@]}" attention=fa4 head_fp8=true
+    bench seed_fp8_held --preset seed "${synthetic[@]}" attention=fa4 head_fp8=true
+    CAVEGPT="python benchmarks/module_settings.py cavegpt.model.head_loss.FP8_FAST_ACCUM=False --" \
+        bench seed_fp8_float32_sums --preset seed "${synthetic[@]}" attention=fa4 head_fp8=true
+    bench seed_off --preset seed "${synthetic[@]}" attention=fa4
+    ;;
 learn)
     seed300() {  # log name [overrides...]: the 300-step seed run on textmix, its validations printed
         local name=$1; shift
-        python -m cavegpt train --preset seed "${textmix_globs[@]}" val_tokens=2097152 grad_accum=2 \
+        ${CAVEGPT:-python -m cavegpt} train --preset seed "${textmix_globs[@]}" val_tokens=2097152 grad_accum=2 \
             num_iterations=300 cooldown_iters=110 val_every=25 log_every=25 save_checkpoint=false \
             log_dir=/tmp/cavegpt-speed21-runs run_id="$name" "$@" > "$out/$name.txt" 2>&1
         echo "== $name"; grep -E "^step:[0-9]+/300 val_loss" "$out/$name.txt" | tr '\n' ' ' | \
@@ -60,7 +71,7 @@ learn)
     }
     before=${BEFORE:?BEFORE names the older tree, a folder under .devdata}
     pair() {  # init seed, first GPU of the pair: the older tree on the second GPU, this tree on the first
-        (export CUDA_VISIBLE_DEVICES=$(($2 + 1)) PYTHONPATH=".devdata/$before/src"
+        (unset CAVEGPT; export CUDA_VISIBLE_DEVICES=$(($2 + 1)) PYTHONPATH=".devdata/$before/src"
          seed300 "seed300_${before}_s$1" seed="$1") > "$out/pair_s$1_before.txt" 2>&1 &
         # shellcheck disable=SC2086  # NEW holds several key=value overrides
         (export CUDA_VISIBLE_DEVICES=$2; seed300 "seed300_new_s$1" seed="$1" ${NEW:-}) > "$out/pair_s$1_new.txt" 2>&1 &

@@ -98,7 +98,8 @@ class ModelConfig:
     # head in one chunk took 13.80 ms on an H100 against 14.29 in four of 8,192, for a peak 1.7 GiB higher
     # (docs/BENCHMARKS.md, session 22); the memory-capped presets keep 8,192
     head_chunk_tokens: int = 32768
-    # the fused head's forward product in FP8 (e4m3, a scale per row of x and of W) on sm_89 and newer; bf16 elsewhere
+    # the fused head's forward product in FP8 (e4m3) on sm_89 and newer, bf16 elsewhere: `seed` +2.0 % tokens/s on an
+    # H100, but 300 steps on textmix ended 0.016 and 0.009 higher at two seeds (docs/BENCHMARKS.md, session 23)
     head_fp8: bool = False
     fused_mlp: bool = True  # ReLU² inside the MLP's matmuls when training (cavegpt.model.relu_square); False: plain
     fused_qkv_prep: bool = True  # Q/K norm + rotary and V's mix in one op each way when training (model.qkv_prep)

@@ -54,8 +54,8 @@ MIN_SCALE = torch.finfo(torch.float32).tiny  # a tensor of zeros keeps a finite 
 FP8_ALIGN = 16  # cuBLAS's FP8 products want every dimension a multiple of 16
 # Hopper's FP8 products can sum in the tensor cores' own precision rather than promote to float32 every few steps:
 # the head's sums are 768 terms deep, and the modded-nanogpt records' FP8 head sums that way. On an H100 the head's
-# product took 2.36 ms so, 2.50 with float32 sums, 2.82 with a scale per row, 3.95 in bf16 (docs/BENCHMARKS.md,
-# session 23)
+# product took 2.36 / 2.55 ms so and 2.50 / 2.52 with float32 sums in two calls, 2.8 with a scale per row, 3.9 in
+# bf16 (docs/BENCHMARKS.md, session 23, whose learning check ran with this on)
 FP8_FAST_ACCUM = True
 
 
