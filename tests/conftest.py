@@ -9,11 +9,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 TEXTMIX = SHARED / "data" / "textmix"
 
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", str(SHARED / "tokenizer"))
+if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker and per CLI it starts: two workers share CI's 2 cores
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+    torch.set_num_threads(1)
 
 
 @pytest.fixture
@@ -43,11 +48,19 @@ class TinyRun:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> TinyRun:
-    """The tiny preset's full 200 steps on textmix through ``cavegpt train``: shared by the train and report tests."""
+    """The tiny preset's full 200 steps on textmix through ``cavegpt train``: shared by the train, report and hf tests.
+    Under pytest-xdist the workers share one run too: the first to need it trains it under a lock, and the others
+    wait for it there (a session fixture is otherwise made once per worker)."""
     if not (TEXTMIX / "textmix_val_000000.bin").exists():
         pytest.skip(f"textmix shards not found at {TEXTMIX}")
-    logs = tmp_path_factory.mktemp("logs")
-    result = cavegpt("train", "--preset", "tiny", *textmix_overrides(TEXTMIX), f"log_dir={logs}", "run_id=tiny",
-                     "log_every=10")
-    assert result.returncode == 0, result.stderr
-    return TinyRun(logs / "tiny", result.stdout)
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # every worker's base folder sits in the run's one folder
+    logs, stdout = shared / "tiny_run", shared / "tiny_run_stdout.txt"
+    with FileLock(shared / "tiny_run.lock"):
+        if not stdout.exists():
+            result = cavegpt("train", "--preset", "tiny", *textmix_overrides(TEXTMIX), f"log_dir={logs}",
+                             "run_id=tiny", "log_every=10")
+            assert result.returncode == 0, result.stderr
+            stdout.write_text(result.stdout)
+    return TinyRun(logs / "tiny", stdout.read_text())

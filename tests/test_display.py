@@ -45,7 +45,8 @@ def test_plain_lines_carry_every_field() -> None:
     assert lines[2].endswith("| target 3.28 reached at step 125, 1m15s")
 
 
-def test_terminal_gets_a_bar_with_the_same_fields() -> None:
+def test_terminal_gets_a_bar_with_the_same_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "160")  # the bar is cut to the terminal's width (pytest-xdist's workers see 80)
     out = io.StringIO()
     display = LiveDisplay(total=200, start_step=50, start_time_ms=10_000, val_every=0, target=None, file=out, tty=True)
     display.update(record(60, 5.5, 20_000, mfu=None))

@@ -157,9 +157,10 @@ _weight_copies = _WeightCopies()
 @contextlib.contextmanager
 def weight_copies_held() -> Iterator[None]:
     """Inside, the fused head makes its copies of W (in the matmul dtype and, for FP8, in e4m3) at its first call and
-    reuses them: for the micro-batches of one optimizer step, where W does not change. That saves 0.14 + ≈ 0.08 ms
-    of each `seed` micro-batch on an H100 (docs/BENCHMARKS.md, session 23). Only the caller can know W is unchanged:
-    a weight's version counter cannot tell, since fused Adam writes in place without moving it."""
+    reuses them: for the micro-batches of one optimizer step, where W does not change. By the kernels' times that
+    is 0.14 + ≈ 0.08 ms of each `seed` micro-batch on an H100, not yet told apart end to end (docs/BENCHMARKS.md,
+    session 23). Only the caller can know W is unchanged: a weight's version counter cannot tell, since fused Adam
+    writes in place without moving it."""
     _weight_copies.held = True
     try:
         yield
