@@ -17,10 +17,16 @@
 #         src`) the issue's learning check, 300 `seed` steps on textmix with FlexAttention at init seeds $SEEDS (0 1 2),
 #         this tree with the overrides in $NEW beside the older tree, a pair of GPUs per seed, as many seeds at once as
 #         there are pairs. CAVEGPT names another command line for the new side (benchmarks/module_settings.py).
-# Usage (device, repo root): bash benchmarks/speed21_gpu.sh levers|profile|fp8|bar|next|learn [OVERRIDES...]  (figures in $OUT)
+# Usage (device, repo root): bash benchmarks/speed21_gpu.sh levers|profile|fp8|bar|next|learn [OVERRIDES...]
+#   (figures in $OUT)
 set -uo pipefail
 stage=$1; shift
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed21
+fp8_off_on_off() {  # `seed` with head_fp8 off / on / off
+    bench seed_off --preset seed "${synthetic[@]}" attention=fa4
+    bench seed_fp8 --preset seed "${synthetic[@]}" attention=fa4 head_fp8=true
+    bench seed_off_again --preset seed "${synthetic[@]}" attention=fa4
+}
 case $stage in
 levers)
     install_fa4
@@ -41,15 +47,11 @@ fp8)
     gpu_tests 200 tests/test_head_loss.py -k gpu
     timeout 120 python benchmarks/head_fp8_gpu.py > "$out/head_fp8.txt" 2>&1
     sed -n '/^the head/,$p' "$out/head_fp8.txt"; grep -E "Error" "$out/head_fp8.txt" | head -3
-    bench seed_off --preset seed "${synthetic[@]}" attention=fa4
-    bench seed_fp8 --preset seed "${synthetic[@]}" attention=fa4 head_fp8=true
-    bench seed_off_again --preset seed "${synthetic[@]}" attention=fa4
+    fp8_off_on_off
     ;;
 bar)
     install_fa4
-    bench seed_off --preset seed "${synthetic[@]}" attention=fa4
-    bench seed_fp8 --preset seed "${synthetic[@]}" attention=fa4 head_fp8=true
-    bench seed_off_again --preset seed "${synthetic[@]}" attention=fa4
+    fp8_off_on_off
     ;;
 next)
     install_fa4

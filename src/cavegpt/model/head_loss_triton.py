@@ -117,7 +117,6 @@ def triton_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, soft
     return losses, scales
 
 
-
 @triton.jit
 def _scaled_to_e4m3(src_ptr, dst_ptr, scale_ptr, n, BLOCK: tl.constexpr):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
