@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from triton.testing import do_bench
 
-from cavegpt.model.head_loss import E4M3, fused_head_losses, to_e4m3
+from cavegpt.model.head_loss import fused_head_losses, to_e4m3
 
 T, D, V = 32768, 768, 50304
 
@@ -40,7 +40,6 @@ def main() -> None:
             x8, w8.T, scale_a=x_scale, scale_b=w_scale, out_dtype=torch.bfloat16, use_fast_accum=fast, out=out))))
     rows.append(("to_e4m3 of x [32768 × 768] bf16", timed(lambda: to_e4m3(x))))
     rows.append(("to_e4m3 of W [50304 × 768] float32", timed(lambda: to_e4m3(weight))))
-    assert x8.dtype == E4M3
 
     xg = x.float().view(1, T, D).requires_grad_()
     wg = weight.clone().requires_grad_()
