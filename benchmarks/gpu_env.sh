@@ -13,7 +13,9 @@ consumer=(attention=flex fused_mlp=false)  # the settings consumer cards run wit
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" | tee -a "$out/gpu.txt"
 # FlashAttention-4 as wheels (issue 16): the split -libs-cu13 wheel travels in two calls on one warm machine.
-site=/tmp/site
+# a path with "site-packages" in it, as a normal install has: quack (FA4's GEMM library) fingerprints its epilogues
+# by source and treats only code under site-packages as installed, else it walks into cutlass's globals and fails
+site=/tmp/fa4/site-packages
 fa4_path="$site:$site/nvidia_cutlass_dsl/dsl_packages"  # what the cutlass wheel's .pth adds, which --target skips
 [ -d "$site/flash_attn" ] && export PYTHONPATH="src:$fa4_path"
 park_fa4_half() {  # first call: carry .whl/cu13a, park it in /tmp

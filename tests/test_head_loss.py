@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -197,14 +199,16 @@ def test_triton_row_kernel_matches_the_pytorch_rows_in_the_interpreter() -> None
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the Triton kernel under bf16 autocast")
-def test_fused_head_on_the_gpu_matches_the_plain_path_under_autocast() -> None:
+@pytest.mark.parametrize("quack", [False, pytest.param(True, marks=pytest.mark.skipif(
+    importlib.util.find_spec("quack") is None, reason="needs quack-kernels (installed with the fa4 extra)"))])
+def test_fused_head_on_the_gpu_matches_the_plain_path_under_autocast(quack: bool) -> None:
     torch.manual_seed(0)
     x = torch.randn(2, 1024, 768, device="cuda", requires_grad=True)
     weight = (torch.randn(50304, 768, device="cuda") * 0.05).requires_grad_()
     targets = torch.randint(0, 50257, (2, 1024), device="cuda")
     weights = torch.tensor([1.0, 0.5, 0.25], device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        objective, losses = fused_head_losses(x, weight, targets, weights, 15.0, chunk_tokens=1000)
+        objective, losses = fused_head_losses(x, weight, targets, weights, 15.0, chunk_tokens=1000, quack=quack)
     objective.backward()
     fused_grads = x.grad.clone(), weight.grad.clone()
     x.grad = weight.grad = None

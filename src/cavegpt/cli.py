@@ -268,7 +268,7 @@ def run_bench(args: argparse.Namespace) -> int:
     print(f"device: {torch.cuda.get_device_name(0)} | torch {torch.__version__} | preset {args.preset} | "
           f"{gpus} process(es) | {trainer.step_tokens(args.at_step):,} tokens/step "
           f"({trainer.micro_batches_at(args.at_step)} × {config.data.batch_size} × {config.data.seq_len}) | "
-          f"attention {trainer.attention}")
+          f"{trainer.kernels}")
     print(f"compile + warm-up: {compile_seconds:.1f}s | measured bf16 matmul peak: {peak_tflops:.0f} TFLOP/s "
           f"| datasheet (H100 SXM): {H100_SXM_DATASHEET_TFLOPS:.0f}")
     for r in results:

@@ -67,7 +67,7 @@ from torch import Tensor, nn
 from cavegpt.model.attention import ATTENTION_BACKENDS, Attend, Documents, attention_for
 from cavegpt.model.head_loss import ahead_targets, fused_head_losses
 from cavegpt.model.qkv_prep import prepare_qkv
-from cavegpt.model.relu_square import fused_mlp_runs_on, relu_square_mlp
+from cavegpt.model.relu_square import fused_mlp_runs_on, quack_runs_on, relu_square_mlp
 
 Rotate = Callable[[Tensor], Tensor]  # [B, T, H, D] → the same, rotated at the batch's positions
 Rows = tuple[Tensor, list[Tensor], "Tensor | None"]  # a batch's rows of the token, value and bigram tables
@@ -102,6 +102,10 @@ class ModelConfig:
     # H100, but 300 steps on textmix ended 0.016 and 0.009 higher at two seeds (docs/BENCHMARKS.md, session 23)
     head_fp8: bool = False
     fused_mlp: bool = True  # ReLU² inside the MLP's matmuls when training (cavegpt.model.relu_square); False: plain
+    # on sm_90 GPUs where quack-kernels is installed (the fa4 extra), the fused MLP's two products and the fused head's
+    # forward product as quack's GEMMs (cavegpt.model.relu_square_quack) rather than Triton's and cuBLAS's: `seed`
+    # +1.3–1.9 % tokens/s on H100s, learning unchanged (docs/BENCHMARKS.md, session 24); elsewhere it changes nothing
+    quack_gemms: bool = True
     fused_qkv_prep: bool = True  # Q/K norm + rotary and V's mix in one op each way when training (model.qkv_prep)
     # the embedding rows' gradients summed by token before they reach .grad on CUDA (model.row_grads_triton);
     # False: index_add_, an atomic add per row (`seed` +0.46 % with it on an H100, docs/BENCHMARKS.md session 19)
@@ -312,16 +316,16 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, d_model: int, fused: bool = False):
+    def __init__(self, d_model: int, fused: bool = False, quack: bool = False):
         super().__init__()
         self.c_fc = init_linear(nn.Linear(d_model, 4 * d_model, bias=False))
         self.c_proj = zero_linear(4 * d_model, d_model)
-        self.fused = fused
+        self.fused, self.quack = fused, quack
 
     def forward(self, x: Tensor) -> Tensor:
         # the fusion pays where a backward pass runs; inference (and GPUs without the kernels) take the plain MLP
         if self.fused and torch.is_grad_enabled() and fused_mlp_runs_on(x.device):
-            return relu_square_mlp(x, self.c_fc.weight, self.c_proj.weight)
+            return relu_square_mlp(x, self.c_fc.weight, self.c_proj.weight, self.quack and quack_runs_on(x.device))
         return self.c_proj(F.relu(self.c_fc(x)).square())
 
 
@@ -330,7 +334,7 @@ class Block(nn.Module):
         super().__init__()
         no_attention = layer in config.no_attention_layers
         self.attn = None if no_attention else CausalSelfAttention(config, config.value_embed_table(layer) is not None)
-        self.mlp = None if layer in config.no_mlp_layers else MLP(config.d_model, config.fused_mlp)
+        self.mlp = None if layer in config.no_mlp_layers else MLP(config.d_model, config.fused_mlp, config.quack_gemms)
         self.lambdas = nn.Parameter(torch.tensor([1.0, 0.0]))
         self.bigram_lambda = nn.Parameter(torch.tensor(0.1)) if config.bigram_vocab else None
 
@@ -466,7 +470,8 @@ class GPT(nn.Module):
             weights = loss_weights if loss_weights is not None else torch.ones(1, device=x.device)
             chunk = self.config.head_chunk_tokens if x.is_cuda else None  # the CPU's chunks are the head's own
             objective, losses = fused_head_losses(x, self.lm_head.weight, targets, weights, cap, chunk,
-                                                  fp8=self.config.head_fp8)
+                                                  fp8=self.config.head_fp8,
+                                                  quack=self.config.quack_gemms and quack_runs_on(x.device))
             return objective if loss_weights is None else (objective, losses)
         logits = cap * torch.tanh(self.lm_head(x).float() / cap)
         if targets is None:

@@ -170,7 +170,8 @@ def weight_copies_held() -> Iterator[None]:
 
 @torch.library.custom_op("cavegpt::softcapped_cross_entropy", mutates_args=())
 def _softcapped_cross_entropy(x: Tensor, weight: Tensor, ahead: Tensor, coefs: Tensor, softcap: float,
-                              chunk_tokens: int, with_grad: bool, fp8: bool) -> tuple[Tensor, Tensor, Tensor]:
+                              chunk_tokens: int, with_grad: bool, fp8: bool,
+                              quack: bool) -> tuple[Tensor, Tensor, Tensor]:
     """(losses [N, K] float32, grad_x [N, d] or empty, grad_weight [V, d] float32 or empty); see the module."""
     w, w8, w_scale = _weight_copies.of(weight, x.dtype, fp8)
     if fp8:
@@ -186,7 +187,13 @@ def _softcapped_cross_entropy(x: Tensor, weight: Tensor, ahead: Tensor, coefs: T
         rows = slice(start, start + chunk_tokens)
         x_rows = x[rows]
         out = buffer[:x_rows.size(0)]
-        logits = fp8_product(x8[rows], x_scale, w8, w_scale, out) if fp8 else torch.mm(x_rows, w.T, out=out)
+        if fp8:
+            logits = fp8_product(x8[rows], x_scale, w8, w_scale, out)
+        elif quack:
+            from quack.gemm_interface import gemm
+            logits = gemm(x_rows, w.T, out=out)
+        else:
+            logits = torch.mm(x_rows, w.T, out=out)
         losses[rows], scales = rows_loss_and_grad(logits, ahead[rows], coefs, softcap, with_grad)
         if with_grad:
             scales = scales.unsqueeze(1)
@@ -213,7 +220,7 @@ def _accumulate_product(total: Tensor, a: Tensor, b: Tensor, first: bool) -> Non
 
 
 @_softcapped_cross_entropy.register_fake
-def _(x, weight, ahead, coefs, softcap, chunk_tokens, with_grad, fp8):
+def _(x, weight, ahead, coefs, softcap, chunk_tokens, with_grad, fp8, quack):
     losses = x.new_empty(ahead.shape, dtype=torch.float32)
     if not with_grad:
         return losses, x.new_empty(0), weight.new_empty(0)
@@ -223,9 +230,9 @@ def _(x, weight, ahead, coefs, softcap, chunk_tokens, with_grad, fp8):
 class _HeadLoss(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, ahead: Tensor, coefs: Tensor, softcap: float, chunk_tokens: int,
-                with_grad: bool, fp8: bool) -> tuple[Tensor, Tensor]:
+                with_grad: bool, fp8: bool, quack: bool) -> tuple[Tensor, Tensor]:
         losses, grad_x, grad_w = torch.ops.cavegpt.softcapped_cross_entropy(
-            x, weight, ahead, coefs, softcap, chunk_tokens, with_grad, fp8)
+            x, weight, ahead, coefs, softcap, chunk_tokens, with_grad, fp8, quack)
         ctx.save_for_backward(grad_x, grad_w)
         ctx.mark_non_differentiable(losses)
         return (losses * coefs).sum(), losses
@@ -233,11 +240,13 @@ class _HeadLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_objective: Tensor, _grad_losses: Tensor):
         grad_x, grad_w = ctx.saved_tensors
-        return grad_x * grad_objective.to(grad_x.dtype), grad_w * grad_objective, None, None, None, None, None, None
+        return (grad_x * grad_objective.to(grad_x.dtype), grad_w * grad_objective,
+                None, None, None, None, None, None, None)
 
 
 def fused_head_losses(x: Tensor, weight: Tensor, targets: Tensor, loss_weights: Tensor, softcap: float,
-                      chunk_tokens: int | None = None, fp8: bool = False) -> tuple[Tensor, Tensor]:
+                      chunk_tokens: int | None = None, fp8: bool = False,
+                      quack: bool = False) -> tuple[Tensor, Tensor]:
     """(objective, losses) of the soft-capped LM head ``weight`` [V, d] on ``x`` [B, T, d].
 
     ``losses[k]`` is the mean cross-entropy of predicting ``targets`` shifted by k (k = 0: the next
@@ -245,7 +254,9 @@ def fused_head_losses(x: Tensor, weight: Tensor, targets: Tensor, loss_weights: 
     carries the gradient (``losses`` carries none). The matmuls run in the autocast dtype when
     autocast is on, the soft cap and the softmax in float32. ``chunk_tokens``: rows of logits at a time
     (default: all of them on a GPU, ``CPU_CHUNK_TOKENS`` elsewhere). ``fp8``: the forward product in FP8 where
-    :func:`fp8_head_applies`, in the matmul dtype elsewhere.
+    :func:`fp8_head_applies`, in the matmul dtype elsewhere. ``quack`` (for a GPU where
+    :func:`cavegpt.model.relu_square.quack_runs_on`): the forward product of 16-bit operands, when not in FP8, is
+    quack's GEMM rather than cuBLAS's.
     """
     B, T, d = x.shape
     chunk_tokens = chunk_tokens or (B * T if x.is_cuda else CPU_CHUNK_TOKENS)
@@ -257,5 +268,6 @@ def fused_head_losses(x: Tensor, weight: Tensor, targets: Tensor, loss_weights: 
     with_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     x = x.reshape(B * T, d)
     objective, losses = _HeadLoss.apply(x, weight, ahead_targets(targets, horizon), coefs, softcap, chunk_tokens,
-                                        with_grad, fp8 and fp8_head_applies(x, weight))
+                                        with_grad, fp8 and fp8_head_applies(x, weight),
+                                        quack and x.dtype in (torch.bfloat16, torch.float16))
     return objective, losses.sum(0) / positions

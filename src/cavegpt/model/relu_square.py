@@ -19,8 +19,18 @@ arithmetic runs in PyTorch (the tests' path); older GPUs keep the plain MLP (:fu
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 from torch import Tensor
+
+QUACK_INSTALLED = importlib.util.find_spec("quack") is not None  # quack-kernels, installed with the fa4 extra
+
+
+def quack_runs_on(device: torch.device) -> bool:
+    """quack's GEMMs serve ``device``: quack is installed and the GPU is sm_90 (Hopper), the one family measured
+    (docs/BENCHMARKS.md, session 24); elsewhere the Triton kernels and cuBLAS do the products."""
+    return QUACK_INSTALLED and device.type == "cuda" and torch.cuda.get_device_properties(device).major == 9
 
 
 def fused_mlp_runs_on(device: torch.device) -> bool:
@@ -36,53 +46,61 @@ def _triton_applies(t: Tensor) -> bool:
 
 
 @torch.library.custom_op("cavegpt::relu_square_up", mutates_args=())
-def _relu_square_up(x: Tensor, w_fc: Tensor) -> Tensor:
-    """``relu(x · W_fcᵀ)²`` for ``x`` [M, d], ``W_fc`` [4d, d]."""
+def _relu_square_up(x: Tensor, w_fc: Tensor, quack: bool) -> Tensor:
+    """``relu(x · W_fcᵀ)²`` for ``x`` [M, d], ``W_fc`` [4d, d]; ``quack``: quack's GEMM on the GPU, else Triton's."""
     if _triton_applies(x):
+        if quack:
+            from cavegpt.model.relu_square_quack import relu_square_up
+            return relu_square_up(x, w_fc)
         from cavegpt.model.relu_square_triton import relu_square_matmul
         return relu_square_matmul(x, w_fc.T)
     return torch.relu(x @ w_fc.T).square()
 
 
 @_relu_square_up.register_fake
-def _(x, w_fc):
+def _(x, w_fc, quack):
     return x.new_empty(x.size(0), w_fc.size(0))
 
 
 @torch.library.custom_op("cavegpt::relu_square_up_backward", mutates_args=())
-def _relu_square_up_backward(grad_y: Tensor, w_proj: Tensor, post: Tensor) -> Tensor:
+def _relu_square_up_backward(grad_y: Tensor, w_proj: Tensor, post: Tensor, quack: bool) -> Tensor:
     """``∂h = (∂y · W_proj) · 2·sqrt(post)`` for ``∂y`` [M, d], ``W_proj`` [d, 4d], ``post`` [M, 4d]."""
     if _triton_applies(grad_y):
+        if quack:
+            from cavegpt.model.relu_square_quack import relu_square_up_backward
+            return relu_square_up_backward(grad_y, w_proj, post)
         from cavegpt.model.relu_square_triton import relu_square_matmul
         return relu_square_matmul(grad_y, w_proj, post)
     return (grad_y @ w_proj) * (2 * post.sqrt())
 
 
 @_relu_square_up_backward.register_fake
-def _(grad_y, w_proj, post):
+def _(grad_y, w_proj, post, quack):
     return torch.empty_like(post)
 
 
 class _ReluSquareMLP(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, w_fc: Tensor, w_proj: Tensor) -> Tensor:
-        post = torch.ops.cavegpt.relu_square_up(x, w_fc)
+    def forward(ctx, x: Tensor, w_fc: Tensor, w_proj: Tensor, quack: bool) -> Tensor:
+        post = torch.ops.cavegpt.relu_square_up(x, w_fc, quack)
         ctx.save_for_backward(x, w_fc, w_proj, post)
+        ctx.quack = quack
         return post @ w_proj.T
 
     @staticmethod
-    def backward(ctx, grad_y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def backward(ctx, grad_y: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:
         x, w_fc, w_proj, post = ctx.saved_tensors
         grad_y = grad_y.contiguous()
-        grad_h = torch.ops.cavegpt.relu_square_up_backward(grad_y, w_proj, post)
-        return grad_h @ w_fc, grad_h.T @ x, grad_y.T @ post
+        grad_h = torch.ops.cavegpt.relu_square_up_backward(grad_y, w_proj, post, ctx.quack)
+        return grad_h @ w_fc, grad_h.T @ x, grad_y.T @ post, None
 
 
-def relu_square_mlp(x: Tensor, w_fc: Tensor, w_proj: Tensor) -> Tensor:
+def relu_square_mlp(x: Tensor, w_fc: Tensor, w_proj: Tensor, quack: bool = False) -> Tensor:
     """``relu(x · W_fcᵀ)² · W_projᵀ`` for ``x`` [..., d]; under autocast the matmuls run in its dtype, as
-    ``nn.Linear``'s would."""
+    ``nn.Linear``'s would. ``quack``: on the GPU the two fused products are quack's GEMMs
+    (:mod:`cavegpt.model.relu_square_quack`), not Triton's."""
     if torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)
         x, w_fc, w_proj = x.to(dtype), w_fc.to(dtype), w_proj.to(dtype)
     flat = x.reshape(-1, x.size(-1)).contiguous()
-    return _ReluSquareMLP.apply(flat, w_fc.contiguous(), w_proj.contiguous()).view(*x.shape[:-1], w_proj.size(0))
+    return _ReluSquareMLP.apply(flat, w_fc.contiguous(), w_proj.contiguous(), quack).view(*x.shape[:-1], w_proj.size(0))

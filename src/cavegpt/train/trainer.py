@@ -18,6 +18,7 @@ from cavegpt.data.loader import Batch, TokenStream, find_shards, validation_stre
 from cavegpt.model.attention import Documents, resolve_attention
 from cavegpt.model.gpt import GPT
 from cavegpt.model.head_loss import weight_copies_held
+from cavegpt.model.relu_square import quack_runs_on
 from cavegpt.optim.optimizers import Optimizers
 from cavegpt.optim.schedules import attention_window, micro_batches, mtp_weights, tokens_before
 from cavegpt.report.environment import environment
@@ -208,6 +209,7 @@ class Trainer:
             self.attention = resolve_attention(model_cfg.attention, self.device)
         except ValueError as e:
             raise DeviceError(str(e)) from None
+        self.quack_gemms = model_cfg.quack_gemms and quack_runs_on(self.device)
         fa4 = self.attention == "fa4"  # the loader then computes each batch's document bounds on the host
         self.train_stream = TokenStream(find_shards(data_cfg.train_glob, "train"), data_cfg.seq_len,
                                         data_cfg.batch_size, self.device, documents=fa4)
@@ -222,6 +224,11 @@ class Trainer:
                                           for s in range(train_cfg.num_iterations)], device=self.device)
         self.window_tokens = -1
         self._flop_terms: dict[int, FlopTerms] = {}
+
+    @property
+    def kernels(self) -> str:
+        """Which attention and GEMM kernels run, for the run log and the bench's header."""
+        return f"attention {self.attention}" + (" | quack GEMMs" if self.quack_gemms else "")
 
     def micro_batches_at(self, step: int) -> int:
         train = self.config.train
@@ -409,7 +416,7 @@ class Trainer:
                      f"{sum(p.numel() for p in self.model.parameters()):,} parameters | "
                      f"{self.step_tokens(0):,} tokens/step" + (
                          f" at first, {self.tokens_before[-1]:,} in all" if self.config.train.batch_ramp else "")
-                     + f" | attention {self.attention}")
+                     + f" | {self.kernels}")
         else:
             log.drop_metrics_after(progress.step)
             log.line(f"resumed from {self.resume_from[0].name} at step {progress.step}")
