@@ -8,9 +8,12 @@
 #   mlp2: (as mlp) `seed` with `quack_gemms` off / on (the backward's epilogue with a fast square root) / on with
 #         Triton's backward kernel (cavegpt.model.relu_square.QUACK_BACKWARD=False, a switch of the measured tree
 #         that is gone since: the quack backward won, so this line of the stage no longer runs as written) / off.
+#   record: (planned for session 25; one warm H100 after `speed16_gpu.sh park`; carry .whl/fa4) `record` at its last
+#         stage with `quack_gemms` off / on / off: its speed and its peak (owed since the head's chunks shared one
+#         buffer, f789d9c), with quack's tiles tuned for its 131,072-token micro-batches.
 #   profile: (one warm H100 after `speed16_gpu.sh park`; carry .whl/fa4) where a `seed` step goes with the overrides
 #         given after the stage's name, and the GPU's idle time (benchmarks/profile_step_gpu.py).
-# Usage (device, repo root): bash benchmarks/speed22_gpu.sh quack|mlp|mlp2|profile [OVERRIDES...]   (figures in $OUT)
+# Usage (device, repo root): bash benchmarks/speed22_gpu.sh quack|mlp|mlp2|record|profile [OVERRIDES...]   (figures in $OUT)
 set -uo pipefail
 stage=$1; shift
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed22
@@ -36,6 +39,13 @@ mlp2)
     CAVEGPT="python benchmarks/module_settings.py cavegpt.model.relu_square.QUACK_BACKWARD=False --" \
         bench seed_quack_triton_backward --preset seed "${synthetic[@]}" attention=fa4 quack_gemms=true
     bench seed_quack_off_again --preset seed "${synthetic[@]}" attention=fa4
+    ;;
+record)
+    install_fa4
+    for run in off on off_again; do
+        setting=false; [[ $run == on* ]] && setting=true
+        bench "record_quack_$run" --preset record "${synthetic[@]}" --at-step 1900 attention=fa4 quack_gemms=$setting
+    done
     ;;
 profile)
     install_fa4
