@@ -13,8 +13,10 @@ docs/BENCHMARKS.md). Here
 
 Only ``post`` is kept for the backward pass (the plain path keeps ``h`` and more: on an H100 a seed
 micro-batch peaks 2.25 GiB lower). On CUDA GPUs of sm_90 and newer with 16-bit operands the two fused
-matmuls are Triton kernels (:mod:`cavegpt.model.relu_square_triton`, TMA); on the CPU the same
-arithmetic runs in PyTorch (the tests' path); older GPUs keep the plain MLP (:func:`fused_mlp_runs_on`).
+matmuls are Triton kernels (:mod:`cavegpt.model.relu_square_triton`, TMA), or quack's GEMMs on sm_90 where
+quack is installed and the model asks for them (:mod:`cavegpt.model.relu_square_quack`, :func:`quack_runs_on`);
+on the CPU the same arithmetic runs in PyTorch (the tests' path); older GPUs keep the plain MLP
+(:func:`fused_mlp_runs_on`).
 """
 
 from __future__ import annotations
