@@ -21,17 +21,30 @@ on the CPU the same arithmetic runs in PyTorch (the tests' path); older GPUs kee
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.metadata
 
 import torch
 from torch import Tensor
 
-QUACK_INSTALLED = importlib.util.find_spec("quack") is not None  # quack-kernels, installed with the fa4 extra
+# the quack-kernels release whose epilogue API cavegpt.model.relu_square_quack is written against and measured with
+# (pyproject's fa4 extras pin it); the API is young, so another release keeps the Triton kernels and cuBLAS
+MEASURED_QUACK = "0.6.5"
+
+
+def _quack_version() -> str | None:
+    try:
+        return importlib.metadata.version("quack-kernels")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+QUACK_INSTALLED = _quack_version() == MEASURED_QUACK
 
 
 def quack_runs_on(device: torch.device) -> bool:
-    """quack's GEMMs serve ``device``: quack is installed and the GPU is sm_90 (Hopper), the one family measured
-    (docs/BENCHMARKS.md, session 24); elsewhere the Triton kernels and cuBLAS do the products."""
+    """quack's GEMMs serve ``device``: quack-kernels ``MEASURED_QUACK`` is installed (the fa4 extra) and the GPU is
+    sm_90 (Hopper), the one family measured (docs/BENCHMARKS.md, session 24); elsewhere the Triton kernels and cuBLAS
+    do the products."""
     return QUACK_INSTALLED and device.type == "cuda" and torch.cuda.get_device_properties(device).major == 9
 
 
