@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from cavegpt.model.gpt import GPT, ModelConfig
+from cavegpt.model.quack_gemms import MEASURED_QUACK, QUACK_INSTALLED
 from cavegpt.model import head_loss
 from cavegpt.model.head_loss import E4M3, E4M3_MAX, fused_head_losses, rows_loss_and_grad, to_e4m3
 from tests.fused_paths import run_in_triton_interpreter
@@ -200,7 +199,7 @@ def test_triton_row_kernel_matches_the_pytorch_rows_in_the_interpreter() -> None
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the Triton kernel under bf16 autocast")
 @pytest.mark.parametrize("quack", [False, pytest.param(True, marks=pytest.mark.skipif(
-    importlib.util.find_spec("quack") is None, reason="needs quack-kernels (installed with the fa4 extra)"))])
+    not QUACK_INSTALLED, reason=f"needs quack-kernels {MEASURED_QUACK} (the fa4 extra)"))])
 def test_fused_head_on_the_gpu_matches_the_plain_path_under_autocast(quack: bool) -> None:
     torch.manual_seed(0)
     x = torch.randn(2, 1024, 768, device="cuda", requires_grad=True)

@@ -67,7 +67,7 @@ from torch import Tensor, nn
 from cavegpt.model.attention import ATTENTION_BACKENDS, Attend, Documents, attention_for
 from cavegpt.model.head_loss import ahead_targets, fused_head_losses
 from cavegpt.model.qkv_prep import prepare_qkv
-from cavegpt.model.relu_square import fused_mlp_runs_on, quack_runs_on, relu_square_mlp
+from cavegpt.model.relu_square import fused_mlp_runs_on, relu_square_mlp
 
 Rotate = Callable[[Tensor], Tensor]  # [B, T, H, D] → the same, rotated at the batch's positions
 Rows = tuple[Tensor, list[Tensor], "Tensor | None"]  # a batch's rows of the token, value and bigram tables
@@ -103,7 +103,7 @@ class ModelConfig:
     head_fp8: bool = False
     fused_mlp: bool = True  # ReLU² inside the MLP's matmuls when training (cavegpt.model.relu_square); False: plain
     # on sm_90 GPUs where quack-kernels is installed (the fa4 extra), the fused MLP's two products and the fused head's
-    # forward product as quack's GEMMs (cavegpt.model.relu_square_quack) rather than Triton's and cuBLAS's: `seed`
+    # forward product as quack's GEMMs (cavegpt.model.quack_gemms) rather than Triton's and cuBLAS's: `seed`
     # +1.3–1.9 % tokens/s on H100s, learning unchanged (docs/BENCHMARKS.md, session 24); elsewhere it changes nothing
     quack_gemms: bool = True
     fused_qkv_prep: bool = True  # Q/K norm + rotary and V's mix in one op each way when training (model.qkv_prep)
@@ -325,7 +325,7 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # the fusion pays where a backward pass runs; inference (and GPUs without the kernels) take the plain MLP
         if self.fused and torch.is_grad_enabled() and fused_mlp_runs_on(x.device):
-            return relu_square_mlp(x, self.c_fc.weight, self.c_proj.weight, self.quack and quack_runs_on(x.device))
+            return relu_square_mlp(x, self.c_fc.weight, self.c_proj.weight, self.quack)
         return self.c_proj(F.relu(self.c_fc(x)).square())
 
 
@@ -470,8 +470,7 @@ class GPT(nn.Module):
             weights = loss_weights if loss_weights is not None else torch.ones(1, device=x.device)
             chunk = self.config.head_chunk_tokens if x.is_cuda else None  # the CPU's chunks are the head's own
             objective, losses = fused_head_losses(x, self.lm_head.weight, targets, weights, cap, chunk,
-                                                  fp8=self.config.head_fp8,
-                                                  quack=self.config.quack_gemms and quack_runs_on(x.device))
+                                                  fp8=self.config.head_fp8, quack=self.config.quack_gemms)
             return objective if loss_weights is None else (objective, losses)
         logits = cap * torch.tanh(self.lm_head(x).float() / cap)
         if targets is None:

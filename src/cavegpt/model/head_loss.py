@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cavegpt.model.quack_gemms import quack_runs_on
+
 # On the CPU, the soft cap and softmax run on 32 rows at a time, whose float32 temporaries (6.4 MB each at GPT-2's
 # vocabulary) stay within what the allocator reuses and the caches hold (with one size for both, the tiny preset's
 # step took 0.48 s in chunks of 8,192 rows, 0.33 s in 64, 0.24 s in 32 and 0.27 s in 16: 2 cores, 2026-11-26); the
@@ -254,9 +256,8 @@ def fused_head_losses(x: Tensor, weight: Tensor, targets: Tensor, loss_weights: 
     carries the gradient (``losses`` carries none). The matmuls run in the autocast dtype when
     autocast is on, the soft cap and the softmax in float32. ``chunk_tokens``: rows of logits at a time
     (default: all of them on a GPU, ``CPU_CHUNK_TOKENS`` elsewhere). ``fp8``: the forward product in FP8 where
-    :func:`fp8_head_applies`, in the matmul dtype elsewhere. ``quack`` (for a GPU where
-    :func:`cavegpt.model.relu_square.quack_runs_on`): the forward product of 16-bit operands, when not in FP8, is
-    quack's GEMM rather than cuBLAS's.
+    :func:`fp8_head_applies`, in the matmul dtype elsewhere. ``quack``: the forward product of 16-bit operands, when
+    not in FP8, is quack's GEMM rather than cuBLAS's where :func:`cavegpt.model.quack_gemms.quack_runs_on`.
     """
     B, T, d = x.shape
     chunk_tokens = chunk_tokens or (B * T if x.is_cuda else CPU_CHUNK_TOKENS)
@@ -267,7 +268,7 @@ def fused_head_losses(x: Tensor, weight: Tensor, targets: Tensor, loss_weights: 
     coefs = loss_weights.float() / positions
     with_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     x = x.reshape(B * T, d)
+    quack = quack and x.dtype in (torch.bfloat16, torch.float16) and quack_runs_on(x.device)
     objective, losses = _HeadLoss.apply(x, weight, ahead_targets(targets, horizon), coefs, softcap, chunk_tokens,
-                                        with_grad, fp8 and fp8_head_applies(x, weight),
-                                        quack and x.dtype in (torch.bfloat16, torch.float16))
+                                        with_grad, fp8 and fp8_head_applies(x, weight), quack)
     return objective, losses.sum(0) / positions

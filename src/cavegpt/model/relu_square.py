@@ -14,38 +14,18 @@ docs/BENCHMARKS.md). Here
 Only ``post`` is kept for the backward pass (the plain path keeps ``h`` and more: on an H100 a seed
 micro-batch peaks 2.25 GiB lower). On CUDA GPUs of sm_90 and newer with 16-bit operands the two fused
 matmuls are Triton kernels (:mod:`cavegpt.model.relu_square_triton`, TMA), or quack's GEMMs on sm_90 where
-quack is installed and the model asks for them (:mod:`cavegpt.model.relu_square_quack`, :func:`quack_runs_on`);
+quack is installed and the model asks for them (:mod:`cavegpt.model.relu_square_quack`,
+:func:`cavegpt.model.quack_gemms.quack_runs_on`);
 on the CPU the same arithmetic runs in PyTorch (the tests' path); older GPUs keep the plain MLP
 (:func:`fused_mlp_runs_on`).
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-
 import torch
 from torch import Tensor
 
-# the quack-kernels release whose epilogue API cavegpt.model.relu_square_quack is written against and measured with
-# (pyproject's fa4 extras pin it); the API is young, so another release keeps the Triton kernels and cuBLAS
-MEASURED_QUACK = "0.6.5"
-
-
-def _quack_version() -> str | None:
-    try:
-        return importlib.metadata.version("quack-kernels")
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-QUACK_INSTALLED = _quack_version() == MEASURED_QUACK
-
-
-def quack_runs_on(device: torch.device) -> bool:
-    """quack's GEMMs serve ``device``: quack-kernels ``MEASURED_QUACK`` is installed (the fa4 extra) and the GPU is
-    sm_90 (Hopper), the one family measured (docs/BENCHMARKS.md, session 24); elsewhere the Triton kernels and cuBLAS
-    do the products."""
-    return QUACK_INSTALLED and device.type == "cuda" and torch.cuda.get_device_properties(device).major == 9
+from cavegpt.model.quack_gemms import quack_runs_on
 
 
 def fused_mlp_runs_on(device: torch.device) -> bool:
@@ -62,9 +42,9 @@ def _triton_applies(t: Tensor) -> bool:
 
 @torch.library.custom_op("cavegpt::relu_square_up", mutates_args=())
 def _relu_square_up(x: Tensor, w_fc: Tensor, quack: bool) -> Tensor:
-    """``relu(x · W_fcᵀ)²`` for ``x`` [M, d], ``W_fc`` [4d, d]; ``quack``: quack's GEMM on the GPU, else Triton's."""
+    """``relu(x · W_fcᵀ)²`` for ``x`` [M, d], ``W_fc`` [4d, d]; ``quack``: quack's GEMM where it runs, else Triton's."""
     if _triton_applies(x):
-        if quack:
+        if quack and quack_runs_on(x.device):
             from cavegpt.model.relu_square_quack import relu_square_up
             return relu_square_up(x, w_fc)
         from cavegpt.model.relu_square_triton import relu_square_matmul
@@ -81,7 +61,7 @@ def _(x, w_fc, quack):
 def _relu_square_up_backward(grad_y: Tensor, w_proj: Tensor, post: Tensor, quack: bool) -> Tensor:
     """``∂h = (∂y · W_proj) · 2·sqrt(post)`` for ``∂y`` [M, d], ``W_proj`` [d, 4d], ``post`` [M, 4d]."""
     if _triton_applies(grad_y):
-        if quack:
+        if quack and quack_runs_on(grad_y.device):
             from cavegpt.model.relu_square_quack import relu_square_up_backward
             return relu_square_up_backward(grad_y, w_proj, post)
         from cavegpt.model.relu_square_triton import relu_square_matmul
@@ -112,7 +92,7 @@ class _ReluSquareMLP(torch.autograd.Function):
 
 def relu_square_mlp(x: Tensor, w_fc: Tensor, w_proj: Tensor, quack: bool = False) -> Tensor:
     """``relu(x · W_fcᵀ)² · W_projᵀ`` for ``x`` [..., d]; under autocast the matmuls run in its dtype, as
-    ``nn.Linear``'s would. ``quack``: on the GPU the two fused products are quack's GEMMs
+    ``nn.Linear``'s would. ``quack``: where quack runs, the two fused products are quack's GEMMs
     (:mod:`cavegpt.model.relu_square_quack`), not Triton's."""
     if torch.is_autocast_enabled(x.device.type):
         dtype = torch.get_autocast_dtype(x.device.type)

@@ -18,7 +18,7 @@ from cavegpt.data.loader import Batch, TokenStream, find_shards, validation_stre
 from cavegpt.model.attention import Documents, resolve_attention
 from cavegpt.model.gpt import GPT
 from cavegpt.model.head_loss import weight_copies_held
-from cavegpt.model.relu_square import quack_runs_on
+from cavegpt.model.quack_gemms import quack_runs_on
 from cavegpt.optim.optimizers import Optimizers
 from cavegpt.optim.schedules import attention_window, micro_batches, mtp_weights, tokens_before
 from cavegpt.report.environment import environment
