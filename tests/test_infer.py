@@ -177,7 +177,7 @@ def test_sample_and_standalone_commands(model: GPT, tmp_path: Path) -> None:
                              "cavegpt.infer.generate", "cavegpt.infer.kv_cache", "cavegpt.infer.load",
                              "cavegpt.infer.standalone", "cavegpt.model", "cavegpt.model.attention", "cavegpt.model.gpt",
                              "cavegpt.model.head_loss", "cavegpt.model.masks", "cavegpt.model.qkv_prep",
-                             "cavegpt.model.relu_square"}
+                             "cavegpt.model.quack_gemms", "cavegpt.model.relu_square"}
     refused = cavegpt("sample", str(tmp_path / "nothing.pt"))
     assert refused.returncode == 2 and "no such checkpoint file" in refused.stderr
 
