@@ -1,14 +1,19 @@
 """The fused LM head + soft cap + loss against the plain compiled path, at a seed micro-batch's shape, on the GPU.
 
-Usage (device, repo root): PYTHONPATH=src python benchmarks/head_loss_gpu.py
+Usage (device, repo root): PYTHONPATH=src python benchmarks/head_loss_gpu.py [--quack]
 (the row kernel's own settings are swept by benchmarks/head_rows_gpu.py)
 
 For the seed (horizon 1, cap 30) and the record (horizons 3, cap 15): forward + backward time
 (median of CUDA-event timings, triton.testing.do_bench), peak memory above the inputs, and the
-agreement of the loss and both gradients with the plain path, over chunk sizes. Prints a table last.
+agreement of the loss and both gradients with the plain path, over chunk sizes. With ``--quack`` (quack-kernels
+installed, an sm_90 GPU) also the head on quack (its product with the soft cap in the epilogue, ``quack=True``) at
+one chunk, and the pieces that differ alone: the product with and without the epilogue, the row kernel against the
+rows' last kernel. Prints a table last.
 """
 
 from __future__ import annotations
+
+import sys
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +34,9 @@ def plain(x, weight, targets, weights, cap):
         return losses @ weights, losses
 
 
-def fused(x, weight, targets, weights, cap, chunk):
+def fused(x, weight, targets, weights, cap, chunk, quack=False):
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        return fused_head_losses(x, weight, targets, weights, cap, chunk_tokens=chunk)
+        return fused_head_losses(x, weight, targets, weights, cap, chunk_tokens=chunk, quack=quack)
 
 
 def measure(fn, x, weight) -> tuple[float, float]:
@@ -46,6 +51,25 @@ def measure(fn, x, weight) -> tuple[float, float]:
     step()
     peak = (torch.cuda.max_memory_allocated() - base) / 2**30
     return do_bench(step, warmup=50, rep=300, return_mode="median"), peak
+
+
+def pieces(x, w, targets, weights, cap, name) -> list[tuple]:
+    """The parts of one chunk that differ between the two paths, each alone: (name, what, ms, 0, "")."""
+    from cavegpt.model.head_loss import ahead_targets
+    from cavegpt.model.head_loss_quack import softcapped_terms
+    from cavegpt.model.head_loss_triton import triton_finish_rows, triton_rows_loss_and_grad
+    ahead = ahead_targets(targets, weights.numel())
+    coefs = weights / T
+    logits = torch.empty(T, V, device="cuda", dtype=torch.bfloat16)
+    row_sums = softcapped_terms(x, w, logits, cap)
+    timings = {
+        "product (cuBLAS)": lambda: torch.mm(x, w.T, out=logits),
+        "product + soft cap epilogue (quack)": lambda: softcapped_terms(x, w, logits, cap),
+        "row kernel": lambda: triton_rows_loss_and_grad(logits, ahead, coefs, cap, True),
+        "rows' last kernel": lambda: triton_finish_rows(logits, row_sums, x, w, ahead, coefs, cap, True),
+    }
+    return [(name, what, do_bench(fn, warmup=25, rep=200, return_mode="median"), 0.0, "alone")
+            for what, fn in timings.items()]
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -68,15 +92,18 @@ def main() -> None:
         reference = compiled()
         reference[0].backward()
         ref = (reference[0].detach(), x.grad.clone(), weight.grad.clone())
-        for chunk in (8192, 16384, 32768):
-            ms, peak = measure(lambda: fused(x, weight, targets, weights, cap, chunk), x, weight)
+        paths = [(chunk, False) for chunk in (8192, 16384, 32768)] + ([(32768, True)] if "--quack" in sys.argv else [])
+        for chunk, quack in paths:
+            ms, peak = measure(lambda: fused(x, weight, targets, weights, cap, chunk, quack), x, weight)
             x.grad = weight.grad = None
-            loss, _ = fused(x, weight, targets, weights, cap, chunk)
+            loss, _ = fused(x, weight, targets, weights, cap, chunk, quack)
             loss.backward()
             errors = (f"loss {relative_error(loss.detach(), ref[0]):.1e}, grad x {relative_error(x.grad, ref[1]):.1e}, "
                       f"grad W {relative_error(weight.grad, ref[2]):.1e}")
-            rows.append((name, f"fused, chunk {chunk}", ms, peak, errors))
+            rows.append((name, f"fused{', quack epilogue' if quack else ''}, chunk {chunk}", ms, peak, errors))
             print(rows[-1], flush=True)
+        if "--quack" in sys.argv:
+            rows += pieces(x.detach().bfloat16().view(T, D), weight.detach().bfloat16(), targets, weights, cap, name)
     print("\nhead | path | fwd+bwd ms | peak GiB | relative error vs plain")
     for row in rows:
         print(f"{row[0]} | {row[1]} | {row[2]:.2f} | {row[3]:.2f} | {row[4]}")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from cavegpt.model.gpt import GPT, ModelConfig
-from cavegpt.model.quack_gemms import MEASURED_QUACK, QUACK_INSTALLED
+from cavegpt.model.quack_gemms import MEASURED_QUACK, QUACK_INSTALLED, head_column_tile
 from cavegpt.model import head_loss
 from cavegpt.model.head_loss import E4M3, E4M3_MAX, fused_head_losses, rows_loss_and_grad, to_e4m3
 from tests.fused_paths import run_in_triton_interpreter
@@ -195,6 +195,52 @@ def test_triton_row_kernel_matches_the_pytorch_rows_in_the_interpreter() -> None
     """The CUDA kernel's arithmetic, run by Triton's CPU interpreter (in a process of its own: the
     interpreter is chosen when the kernel is defined)."""
     run_in_triton_interpreter(INTERPRETER_CHECK, "interpreted kernel matches")
+
+
+FINISH_ROWS_CHECK = """
+import torch
+from cavegpt.model.head_loss import ahead_targets, rows_loss_and_grad
+from cavegpt.model.head_loss_triton import triton_finish_rows
+
+def softcapped_terms_reference(logits, softcap, tile):
+    # what quack's epilogue (cavegpt.model.head_loss_quack) makes of each logit, in float64
+    squashed = torch.tanh(logits.double() / softcap)
+    terms = torch.exp(softcap * squashed - softcap)
+    return (terms * (1 - squashed ** 2)).float(), terms.view(logits.size(0), -1, tile).sum(-1).float()
+
+generator = torch.Generator().manual_seed(2)
+x = torch.randn(6, 64, generator=generator)
+w = torch.randn(1000, 64, generator=generator) * 3
+w[7] = -w[7] * 500  # a logit far beyond the cap in row 3: σ underflows to 0 (e stops at 2^64)
+ahead = ahead_targets(torch.randint(0, 1000, (2, 3), generator=generator), 3)
+ahead[0, 1] = ahead[0, 0]  # two horizons of one row share a target
+ahead[1, :] = torch.tensor([199, 200, 999])  # on the edges of the 200-wide column tiles
+ahead[3, 0] = 7
+coefs = torch.tensor([1.0, 0.5, 0.25]) / 6
+logits = x @ w.T
+for with_grad in (False, True):
+    expected = logits.clone()
+    expected_losses, expected_scales = rows_loss_and_grad(expected, ahead, coefs, 15.0, with_grad)
+    grads, row_sums = softcapped_terms_reference(logits, 15.0, tile=200)
+    got_losses, got_scales = triton_finish_rows(grads, row_sums, x, w, ahead, coefs, 15.0, with_grad)
+    torch.testing.assert_close(got_losses, expected_losses, rtol=1e-5, atol=1e-5)
+    if with_grad:  # the gradient: each row over its scale
+        torch.testing.assert_close(grads * got_scales[:, None], expected * expected_scales[:, None],
+                                   rtol=1e-4, atol=1e-9)
+print("interpreted kernel matches")
+"""
+
+
+def test_quack_heads_rows_finish_as_the_row_kernel_in_the_interpreter() -> None:
+    """The rows' last kernel after quack's epilogue (:func:`triton_finish_rows`), on a float64 reference of that
+    epilogue, gives the row kernel's losses and gradient; run by Triton's CPU interpreter in a process of its own."""
+    run_in_triton_interpreter(FINISH_ROWS_CHECK, "interpreted kernel matches")
+
+
+def test_quack_head_column_tiles_divide_the_vocabulary() -> None:
+    assert head_column_tile(50304) == 192  # GPT-2's padded vocabulary
+    assert head_column_tile(128 * 7) == 128
+    assert head_column_tile(50257) is None  # the head keeps cuBLAS and the row kernel
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: the Triton kernel under bf16 autocast")

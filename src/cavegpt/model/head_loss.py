@@ -14,6 +14,11 @@ each chunk of ``chunk_tokens`` tokens (``ModelConfig.head_chunk_tokens`` on a GP
 * ``grad_x = (1 / s) ⊙ (s · dlogits) · W`` and ``grad_W += (s · dlogits)ᵀ · ((1 / s) ⊙ x)``: the scale goes on
   the [rows × d] side of each product.
 
+quack (``quack=True``, ``ModelConfig.quack_gemms``, on Hopper): the row kernel's per-logit work runs in the forward
+product's epilogue (:mod:`cavegpt.model.head_loss_quack`), which stores ``dlogits`` over the scale ``(Σ_k a_k) / s``
+and adds up each row's terms by column tile; a short kernel per row then takes the sums, the losses and the targets'
+columns (:func:`cavegpt.model.head_loss_triton.triton_finish_rows`). No kernel reads the logits.
+
 FP8 (``fp8=True``, ``ModelConfig.head_fp8``): the forward product runs as ``torch._scaled_mm`` on e4m3 copies of x
 and W, each over its own scale (its largest |value| lands on e4m3's 448); the soft cap then sees logits computed from
 3-bit mantissas, as in the modded-nanogpt records' FP8 head. The gradient's two products stay in the matmul dtype:
@@ -42,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cavegpt.model.quack_gemms import quack_runs_on
+from cavegpt.model.quack_gemms import head_column_tile, quack_runs_on
 
 # On the CPU, the soft cap and softmax run on 32 rows at a time, whose float32 temporaries (6.4 MB each at GPT-2's
 # vocabulary) stay within what the allocator reuses and the caches hold (with one size for both, the tiny preset's
@@ -188,15 +193,19 @@ def _softcapped_cross_entropy(x: Tensor, weight: Tensor, ahead: Tensor, coefs: T
     for start in range(0, x.size(0), chunk_tokens):
         rows = slice(start, start + chunk_tokens)
         x_rows = x[rows]
-        out = buffer[:x_rows.size(0)]
-        if fp8:
-            logits = fp8_product(x8[rows], x_scale, w8, w_scale, out)
-        elif quack:
-            from quack.gemm_interface import gemm
-            logits = gemm(x_rows, w.T, out=out)
+        logits = buffer[:x_rows.size(0)]
+        if quack:  # the row kernel's per-logit work in the product's epilogue; what is left per row, after it
+            from cavegpt.model.head_loss_quack import softcapped_terms
+            from cavegpt.model.head_loss_triton import triton_finish_rows
+            row_sums = softcapped_terms(x_rows, w, logits, softcap)
+            losses[rows], scales = triton_finish_rows(logits, row_sums, x_rows, w, ahead[rows], coefs, softcap,
+                                                      with_grad)
         else:
-            logits = torch.mm(x_rows, w.T, out=out)
-        losses[rows], scales = rows_loss_and_grad(logits, ahead[rows], coefs, softcap, with_grad)
+            if fp8:
+                fp8_product(x8[rows], x_scale, w8, w_scale, logits)
+            else:
+                torch.mm(x_rows, w.T, out=logits)
+            losses[rows], scales = rows_loss_and_grad(logits, ahead[rows], coefs, softcap, with_grad)
         if with_grad:
             scales = scales.unsqueeze(1)
             torch.mul(_product(logits, w), scales, out=grad_x[rows])
@@ -257,7 +266,9 @@ def fused_head_losses(x: Tensor, weight: Tensor, targets: Tensor, loss_weights: 
     autocast is on, the soft cap and the softmax in float32. ``chunk_tokens``: rows of logits at a time
     (default: all of them on a GPU, ``CPU_CHUNK_TOKENS`` elsewhere). ``fp8``: the forward product in FP8 where
     :func:`fp8_head_applies`, in the matmul dtype elsewhere. ``quack``: the forward product of 16-bit operands, when
-    not in FP8, is quack's GEMM rather than cuBLAS's where :func:`cavegpt.model.quack_gemms.quack_runs_on`.
+    not in FP8, is quack's GEMM with the row kernel's per-logit work in its epilogue, where
+    :func:`cavegpt.model.quack_gemms.quack_runs_on` and the vocabulary has a
+    :func:`~cavegpt.model.quack_gemms.head_column_tile`; cuBLAS's product and the row kernel elsewhere.
     """
     B, T, d = x.shape
     chunk_tokens = chunk_tokens or (B * T if x.is_cuda else CPU_CHUNK_TOKENS)
@@ -268,7 +279,9 @@ def fused_head_losses(x: Tensor, weight: Tensor, targets: Tensor, loss_weights: 
     coefs = loss_weights.float() / positions
     with_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
     x = x.reshape(B * T, d)
-    quack = quack and x.dtype in (torch.bfloat16, torch.float16) and quack_runs_on(x.device)
+    fp8 = fp8 and fp8_head_applies(x, weight)
+    quack = quack and not fp8 and x.dtype in (torch.bfloat16, torch.float16) and quack_runs_on(x.device) \
+        and head_column_tile(weight.size(0)) is not None
     objective, losses = _HeadLoss.apply(x, weight, ahead_targets(targets, horizon), coefs, softcap, chunk_tokens,
-                                        with_grad, fp8 and fp8_head_applies(x, weight), quack)
+                                        with_grad, fp8, quack)
     return objective, losses.sum(0) / positions

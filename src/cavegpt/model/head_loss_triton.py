@@ -118,6 +118,58 @@ def triton_rows_loss_and_grad(logits: Tensor, ahead: Tensor, coefs: Tensor, soft
 
 
 @triton.jit
+def _finish_rows(grads_ptr, row_sums_ptr, x_ptr, w_ptr, ahead_ptr, coefs_ptr, losses_ptr, scales_ptr, softcap,
+                 VOCAB: tl.constexpr, TILES: tl.constexpr, TILES_P2: tl.constexpr, D: tl.constexpr,
+                 D_P2: tl.constexpr, HORIZON: tl.constexpr, HORIZON_P2: tl.constexpr, WITH_GRAD: tl.constexpr):
+    row = tl.program_id(0).to(tl.int64)
+    scale = -2.0 * LOG2E / softcap
+    span = 2.0 * LOG2E * softcap
+    tiles = tl.arange(0, TILES_P2)
+    row_sum = tl.sum(tl.load(row_sums_ptr + row * TILES + tiles, mask=tiles < TILES, other=0.0), axis=0)
+
+    # the targets' logits, summed again from x and W's rows in float32: their columns hold the terms, not the logits
+    ks = tl.arange(0, HORIZON_P2)
+    ahead = tl.load(ahead_ptr + row * HORIZON + ks, mask=ks < HORIZON, other=-1)
+    valid = ahead >= 0
+    dims = tl.arange(0, D_P2)
+    x = tl.load(x_ptr + row * D + dims, mask=dims < D, other=0.0).to(tl.float32)
+    w_rows = w_ptr + tl.where(valid, ahead, 0).to(tl.int64)[:, None] * D + dims[None, :]
+    w = tl.load(w_rows, mask=valid[:, None] & (dims[None, :] < D), other=0.0).to(tl.float32)
+    picked_sigma, picked_e = _sigmoid(tl.sum(w * x[None, :], axis=1), scale)
+
+    coefs = tl.where(valid, tl.load(coefs_ptr + ks, mask=ks < HORIZON, other=0.0), 0.0)
+    total = tl.sum(coefs, axis=0)
+    losses = tl.where(valid, softcap + tl.log(row_sum) - softcap * (2.0 * picked_sigma - 1.0), 0.0)
+    tl.store(losses_ptr + row * HORIZON + ks, losses, mask=ks < HORIZON)
+    tl.store(scales_ptr + row, total / row_sum)
+    if WITH_GRAD:
+        # the row's columns hold 4 · t · e · σ², its gradient over total / sum; the targets' get the one-hot term
+        # too, (4 · t − 4 · sum · one-hot / total) · e · σ², with the one-hot weight as in _softcapped_ce_rows
+        one_hot = tl.sum(tl.where(ahead[:, None] == ahead[None, :], coefs[None, :], 0.0), axis=1)
+        share = tl.where(total > 0, one_hot / total, 0.0)
+        picked_terms = tl.exp2(span * picked_sigma - span)
+        fixed = 4.0 * (picked_terms - row_sum * share) * (picked_e * picked_sigma * picked_sigma)
+        tl.store(grads_ptr + row * VOCAB + ahead, fixed.to(grads_ptr.dtype.element_ty), mask=valid)
+
+
+def triton_finish_rows(grads: Tensor, row_sums: Tensor, x: Tensor, w: Tensor, ahead: Tensor, coefs: Tensor,
+                       softcap: float, with_grad: bool) -> tuple[Tensor, Tensor]:
+    """(losses [n, K], scales [n]) of rows whose ``grads`` [n, V] hold ``4 · t · e · σ²`` and ``row_sums`` [n, tiles]
+    the sums of ``t`` by column tile (:func:`cavegpt.model.head_loss_quack.softcapped_terms` of ``x`` [n, d] and ``w``
+    [V, d]); as :func:`triton_rows_loss_and_grad`, with the gradient, ``grads`` ends as the gradient of
+    ``Σ_rows Σ_k coefs[k] · loss[row, k]`` over each row's scale."""
+    n, vocab = grads.shape
+    d, horizon, tiles = x.size(1), ahead.size(1), row_sums.size(1)
+    losses = torch.empty(n, horizon, dtype=torch.float32, device=grads.device)
+    scales = torch.empty(n, dtype=torch.float32, device=grads.device)
+    _finish_rows[(n,)](grads, row_sums.contiguous(), x.contiguous(), w.contiguous(), ahead.contiguous(),
+                       coefs.contiguous(), losses, scales, softcap, VOCAB=vocab, TILES=tiles,
+                       TILES_P2=triton.next_power_of_2(tiles), D=d, D_P2=triton.next_power_of_2(d), HORIZON=horizon,
+                       HORIZON_P2=triton.next_power_of_2(horizon), WITH_GRAD=with_grad, num_warps=4)
+    return losses, scales
+
+
+@triton.jit
 def _scaled_to_e4m3(src_ptr, dst_ptr, scale_ptr, n, BLOCK: tl.constexpr):
     offsets = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     values = tl.load(src_ptr + offsets, mask=offsets < n, other=0.0).to(tl.float32)

@@ -30,3 +30,15 @@ def quack_runs_on(device: torch.device) -> bool:
     one family measured (docs/BENCHMARKS.md, session 24); elsewhere the Triton kernels and cuBLAS do the products.
     (Called inside the compiled forward: torch.compile folds ``get_device_properties`` to a constant.)"""
     return QUACK_INSTALLED and device.type == "cuda" and torch.cuda.get_device_properties(device).major == 9
+
+
+# the fused head's column tiles on quack (cavegpt.model.head_loss_quack), the first that divides the vocabulary: its
+# epilogue sums each row's terms by tile, and a partial tile's out-of-bounds columns would add terms of a zero logit;
+# quack's own fused cross-entropy measured 192 best
+HEAD_COLUMN_TILES = (192, 128)
+
+
+def head_column_tile(vocab: int) -> int | None:
+    """The fused head's column tile on quack for a vocabulary of ``vocab`` (None: none divides it, so the head's
+    product stays cuBLAS's and the row kernel reads the logits)."""
+    return next((tile for tile in HEAD_COLUMN_TILES if vocab % tile == 0), None)

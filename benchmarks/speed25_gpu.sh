@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Issue 16, session 25 (`seed` at 494,730–506,724 tokens/s on two H100s with quack's GEMMs; the bar is 500k):
+#   head: (one warm H100 after `speed16_gpu.sh park`; carry .whl/fa4 and .devdata/s25start, made with
+#         `git archive e2def36 src | tar -x -C .devdata/s25start`) the head's soft cap and softmax terms in the epilogue
+#         of quack's product (cavegpt.model.head_loss_quack): the GPU tests of the head and the MLP (the MLP's quack
+#         backward with the approximate square root has not run them yet), the head alone against the row kernel
+#         (benchmarks/head_loss_gpu.py --quack), then `seed` on this tree and on e2def36.
+#   ab: (the same warm machine, right after head) `seed` on e2def36 and this tree again, then `record` at its last
+#         stage on both (its peak too, owed since f789d9c).
+# Usage (device, repo root): bash benchmarks/speed25_gpu.sh head|ab   (figures in $OUT)
+set -uo pipefail
+stage=$1; shift
+source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed25
+case $stage in
+head)
+    install_fa4
+    gpu_tests 300 tests/test_head_loss.py tests/test_relu_square.py -k "gpu"
+    timeout 240 python benchmarks/head_loss_gpu.py --quack > "$out/head_loss.txt" 2>&1
+    sed -n '/^head |/,$p' "$out/head_loss.txt"; grep -E "Error|error:" "$out/head_loss.txt" | head -5
+    bench seed_after --preset seed "${synthetic[@]}" attention=fa4
+    older s25start seed_before --preset seed "${synthetic[@]}" attention=fa4
+    ;;
+ab)
+    [ -d /tmp/fa4/site-packages/flash_attn ] || { echo "FA4 not installed: run the head stage first"; exit 1; }
+    older s25start seed_before_again --preset seed "${synthetic[@]}" attention=fa4
+    bench seed_after_again --preset seed "${synthetic[@]}" attention=fa4
+    bench record_after --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
+    older s25start record_before --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
+    ;;
+esac
