@@ -7,7 +7,9 @@
 #         (benchmarks/head_loss_gpu.py --quack), then `seed` on this tree and on e2def36.
 #   ab: (the same warm machine, right after head) `seed` on e2def36 and this tree again, then `record` at its last
 #         stage on both (its peak too, owed since f789d9c).
-# Usage (device, repo root): bash benchmarks/speed25_gpu.sh head|ab   (figures in $OUT)
+#   epilogue: (one warm H100 after `speed16_gpu.sh park`; carry .whl/fa4) where the head's epilogue product loses its
+#         time (5.62 ms against 3.99 for cuBLAS's bare product in the head stage): benchmarks/head_epilogue_gpu.py.
+# Usage (device, repo root): bash benchmarks/speed25_gpu.sh head|ab|epilogue   (figures in $OUT)
 set -uo pipefail
 stage=$1; shift
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed25
@@ -26,5 +28,10 @@ ab)
     bench seed_after_again --preset seed "${synthetic[@]}" attention=fa4
     bench record_after --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
     older s25start record_before --preset record "${synthetic[@]}" --at-step 1900 attention=fa4
+    ;;
+epilogue)
+    install_fa4
+    timeout 500 python benchmarks/head_epilogue_gpu.py > "$out/head_epilogue.txt" 2>&1
+    sed -n '/^product |/,$p' "$out/head_epilogue.txt"; grep -E "Error|error:" "$out/head_epilogue.txt" | sort | uniq -c | head -5
     ;;
 esac
