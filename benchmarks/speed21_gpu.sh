@@ -73,7 +73,8 @@ learn)
     }
     before=${BEFORE:?BEFORE names the older tree, a folder under .devdata}
     pair() {  # init seed, first GPU of the pair: the older tree on the second GPU, this tree on the first
-        (unset CAVEGPT; export CUDA_VISIBLE_DEVICES=$(($2 + 1)) PYTHONPATH=".devdata/$before/src"
+        # the older tree in place of src/ on the path, FA4's wheels kept (session 24's check lost them: Flex ran there)
+        (unset CAVEGPT; export CUDA_VISIBLE_DEVICES=$(($2 + 1)) PYTHONPATH=".devdata/$before/src${PYTHONPATH#src}"
          seed300 "seed300_${before}_s$1" seed="$1") > "$out/pair_s$1_before.txt" 2>&1 &
         # shellcheck disable=SC2086  # NEW holds several key=value overrides
         (export CUDA_VISIBLE_DEVICES=$2; seed300 "seed300_new_s$1" seed="$1" ${NEW:-}) > "$out/pair_s$1_new.txt" 2>&1 &

@@ -143,8 +143,8 @@ def _finish_rows(grads_ptr, row_sums_ptr, x_ptr, w_ptr, ahead_ptr, coefs_ptr, lo
     tl.store(losses_ptr + row * HORIZON + ks, losses, mask=ks < HORIZON)
     tl.store(scales_ptr + row, total / row_sum)
     if WITH_GRAD:
-        # the row's columns hold 4 · t · e · σ², its gradient over total / sum; the targets' get the one-hot term
-        # too, (4 · t − 4 · sum · one-hot / total) · e · σ², with the one-hot weight as in _softcapped_ce_rows
+        # the row's columns hold t · (1 − tanh²) = 4 · t · e · σ², its gradient over total / sum; the targets' get the
+        # one-hot term too, (4 · t − 4 · sum · one-hot / total) · e · σ², with the one-hot weight of _softcapped_ce_rows
         one_hot = tl.sum(tl.where(ahead[:, None] == ahead[None, :], coefs[None, :], 0.0), axis=1)
         share = tl.where(total > 0, one_hot / total, 0.0)
         picked_terms = tl.exp2(span * picked_sigma - span)
@@ -154,7 +154,7 @@ def _finish_rows(grads_ptr, row_sums_ptr, x_ptr, w_ptr, ahead_ptr, coefs_ptr, lo
 
 def triton_finish_rows(grads: Tensor, row_sums: Tensor, x: Tensor, w: Tensor, ahead: Tensor, coefs: Tensor,
                        softcap: float, with_grad: bool) -> tuple[Tensor, Tensor]:
-    """(losses [n, K], scales [n]) of rows whose ``grads`` [n, V] hold ``4 · t · e · σ²`` and ``row_sums`` [n, tiles]
+    """(losses [n, K], scales [n]) of rows whose ``grads`` [n, V] hold ``t · (1 − tanh²)`` and ``row_sums`` [n, tiles]
     the sums of ``t`` by column tile (:func:`cavegpt.model.head_loss_quack.softcapped_terms` of ``x`` [n, d] and ``w``
     [V, d]); as :func:`triton_rows_loss_and_grad`, with the gradient, ``grads`` ends as the gradient of
     ``Σ_rows Σ_k coefs[k] · loss[row, k]`` over each row's scale."""
