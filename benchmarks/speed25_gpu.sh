@@ -14,7 +14,8 @@
 #         kernel; GPU 1 benchmarks/head_epilogue_gpu.py; GPU 2 `seed` on this tree; GPU 3 `seed` on e2def36.
 #   x4learn: (the same warm machine, right after x4head; carry .devdata/textmix and .devdata/s25start) the learning
 #         check, 300 `seed` steps on textmix at init seeds 0 and 1, this tree against e2def36 (speed21_gpu.sh learn),
-#         then `seed` on this tree (GPUs 0 and 2) and on e2def36 (GPUs 1 and 3), all at once.
+#         then `seed` on this tree (GPUs 1 and 3) and on e2def36 (GPUs 0 and 2), all at once: each GPU also ran the
+#         other tree in x4head or here.
 # Usage (device, repo root): bash benchmarks/speed25_gpu.sh head|ab|epilogue|x4head|x4learn   (figures in $OUT)
 set -uo pipefail
 stage=$1; shift
@@ -58,7 +59,7 @@ x4learn)
     [ -d /tmp/fa4/site-packages/flash_attn ] || { echo "FA4 not installed: run the x4head stage first"; exit 1; }
     SEEDS="0 1" BEFORE=s25start bash benchmarks/speed21_gpu.sh learn
     for gpu in 0 1 2 3; do
-        if ((gpu % 2 == 0)); then
+        if ((gpu % 2 == 1)); then
             (export CUDA_VISIBLE_DEVICES=$gpu; bench "seed_after_gpu$gpu" --preset seed "${synthetic[@]}" attention=fa4)
         else
             (export CUDA_VISIBLE_DEVICES=$gpu
