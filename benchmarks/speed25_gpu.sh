@@ -16,7 +16,9 @@
 #         check, 300 `seed` steps on textmix at init seeds 0 and 1, this tree against e2def36 (speed21_gpu.sh learn),
 #         then `seed` on this tree (GPUs 1 and 3) and on e2def36 (GPUs 0 and 2), all at once: each GPU also ran the
 #         other tree in x4head or here.
-# Usage (device, repo root): bash benchmarks/speed25_gpu.sh head|ab|epilogue|x4head|x4learn   (figures in $OUT)
+#   final: (one warm H100 after `speed16_gpu.sh park`; carry .whl/fa4 and .devdata/s25start) where a `seed` step goes
+#         now (benchmarks/profile_step_gpu.py), then `seed` on e2def36 / this tree / e2def36 / this tree.
+# Usage (device, repo root): bash benchmarks/speed25_gpu.sh head|ab|epilogue|x4head|x4learn|final   (figures in $OUT)
 set -uo pipefail
 stage=$1; shift
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed25
@@ -68,5 +70,14 @@ x4learn)
     done
     wait
     cat "$out"/bench_gpu*.txt
+    ;;
+final)
+    install_fa4
+    timeout 240 python benchmarks/profile_step_gpu.py seed attention=fa4 > "$out/profile_seed.txt" 2>&1
+    head -32 "$out/profile_seed.txt" | cut -c1-150; grep -E "^GPU idle|Error" "$out/profile_seed.txt"
+    for run in 1 2; do
+        older s25start "seed_before_$run" --preset seed "${synthetic[@]}" attention=fa4
+        bench "seed_after_$run" --preset seed "${synthetic[@]}" attention=fa4
+    done
     ;;
 esac
