@@ -16,9 +16,11 @@
 #         check, 300 `seed` steps on textmix at init seeds 0 and 1, this tree against e2def36 (speed21_gpu.sh learn),
 #         then `seed` on this tree (GPUs 1 and 3) and on e2def36 (GPUs 0 and 2), all at once: each GPU also ran the
 #         other tree in x4head or here.
+#   x4scale: (the same warm machine, right after x4learn) at once: `seed` under torchrun at N=2 on GPUs 0 and 1, at
+#         N=1 on GPU 2, and `record` at its last stage on GPU 3 (run in session 25 as the same command given inline).
 #   final: (one warm H100 after `speed16_gpu.sh park`; carry .whl/fa4 and .devdata/s25start) where a `seed` step goes
 #         now (benchmarks/profile_step_gpu.py), then `seed` on e2def36 / this tree / e2def36 / this tree.
-# Usage (device, repo root): bash benchmarks/speed25_gpu.sh head|ab|epilogue|x4head|x4learn|final   (figures in $OUT)
+# Usage (device, repo root): bash benchmarks/speed25_gpu.sh head|ab|epilogue|x4head|x4learn|x4scale|final   (figures in $OUT)
 set -uo pipefail
 stage=$1; shift
 source "$(dirname "$0")/gpu_env.sh" "" /tmp/cavegpt-speed25
@@ -70,6 +72,17 @@ x4learn)
     done
     wait
     cat "$out"/bench_gpu*.txt
+    ;;
+x4scale)
+    [ -d /tmp/fa4/site-packages/flash_attn ] || { echo "FA4 not installed: run the x4head stage first"; exit 3; }
+    (export CUDA_VISIBLE_DEVICES=0,1
+     CAVEGPT="python -m torch.distributed.run --standalone --nproc_per_node=2 -m cavegpt" \
+         bench seed_n2 --preset seed "${synthetic[@]}" attention=fa4) > "$out/g01.txt" 2>&1 &
+    (export CUDA_VISIBLE_DEVICES=2; bench seed_n1 --preset seed "${synthetic[@]}" attention=fa4) > "$out/g2.txt" 2>&1 &
+    (export CUDA_VISIBLE_DEVICES=3; bench record_after --preset record "${synthetic[@]}" --at-step 1900 attention=fa4) \
+        > "$out/g3.txt" 2>&1 &
+    wait
+    cat "$out/g01.txt" "$out/g2.txt" "$out/g3.txt"
     ;;
 final)
     install_fa4
