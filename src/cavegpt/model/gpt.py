@@ -103,8 +103,9 @@ class ModelConfig:
     head_fp8: bool = False
     fused_mlp: bool = True  # ReLU² inside the MLP's matmuls when training (cavegpt.model.relu_square); False: plain
     # on sm_90 GPUs where quack-kernels is installed (the fa4 extra), the fused MLP's two products and the fused head's
-    # forward product as quack's GEMMs (cavegpt.model.quack_gemms) rather than Triton's and cuBLAS's: `seed`
-    # +1.3–1.9 % tokens/s on H100s, learning unchanged (docs/BENCHMARKS.md, session 24); elsewhere it changes nothing
+    # forward product as quack's GEMMs (cavegpt.model.quack_gemms) rather than Triton's and cuBLAS's, the head's soft
+    # cap in its product's epilogue: `seed` +1.3–1.9 % tokens/s on H100s, then +2.8–3.3 % more, learning unchanged
+    # (docs/BENCHMARKS.md, sessions 24 and 25); elsewhere it changes nothing
     quack_gemms: bool = True
     fused_qkv_prep: bool = True  # Q/K norm + rotary and V's mix in one op each way when training (model.qkv_prep)
     # the embedding rows' gradients summed by token before they reach .grad on CUDA (model.row_grads_triton);

@@ -89,17 +89,18 @@ def to_e4m3(t: Tensor) -> tuple[Tensor, Tensor]:
     return (t.float() / scale).to(E4M3), scale
 
 
-def fp8_product(x8: Tensor, x_scale: Tensor, w8: Tensor, w_scale: Tensor, out: Tensor) -> Tensor:
+def fp8_product(x8: Tensor, x_scale: Tensor, w8: Tensor, w_scale: Tensor, out: Tensor) -> None:
     """``out = (x_scale · x8) · (w_scale · w8)ᵀ`` (:func:`to_e4m3`'s pairs); rows padded to a multiple of 16 on CUDA."""
     rows = x8.size(0)
     pad = -rows % FP8_ALIGN if x8.is_cuda else 0
     if pad == 0:
-        return torch._scaled_mm(x8, w8.T, scale_a=x_scale, scale_b=w_scale, out_dtype=out.dtype,
-                                use_fast_accum=FP8_FAST_ACCUM, out=out)
+        torch._scaled_mm(x8, w8.T, scale_a=x_scale, scale_b=w_scale, out_dtype=out.dtype,
+                         use_fast_accum=FP8_FAST_ACCUM, out=out)
+        return
     x8 = F.pad(x8.view(torch.uint8), (0, 0, 0, pad)).view(E4M3)
     product = torch._scaled_mm(x8, w8.T, scale_a=x_scale, scale_b=w_scale, out_dtype=out.dtype,
                                use_fast_accum=FP8_FAST_ACCUM)
-    return out.copy_(product[:rows])
+    out.copy_(product[:rows])
 
 
 def ahead_targets(targets: Tensor, horizon: int) -> Tensor:
