@@ -32,13 +32,14 @@ def quack_runs_on(device: torch.device) -> bool:
     return QUACK_INSTALLED and device.type == "cuda" and torch.cuda.get_device_properties(device).major == 9
 
 
-# the fused head's column tiles on quack (cavegpt.model.head_loss_quack), the first that divides the vocabulary: its
-# epilogue sums each row's terms by tile, and a partial tile's out-of-bounds columns would add terms of a zero logit;
-# quack's own fused cross-entropy measured 192 best
-HEAD_COLUMN_TILES = (192, 128)
+# the fused head's column tile on quack (cavegpt.model.head_loss_quack): its epilogue sums each row's terms by tile, so
+# the tile must divide the vocabulary (a partial tile's out-of-bounds columns would add terms of a zero logit); 192
+# divides GPT-2's 50,304 and was the fastest measured (128 took 4.22 ms a `seed` micro-batch against 3.64 on an H100,
+# docs/BENCHMARKS.md, session 25; quack's own fused cross-entropy prefers 192 too)
+HEAD_COLUMN_TILE = 192
 
 
 def head_column_tile(vocab: int) -> int | None:
-    """The fused head's column tile on quack for a vocabulary of ``vocab`` (None: none divides it, so the head's
+    """The fused head's column tile on quack for a vocabulary of ``vocab`` (None: it does not divide it, so the head's
     product stays cuBLAS's and the row kernel reads the logits)."""
-    return next((tile for tile in HEAD_COLUMN_TILES if vocab % tile == 0), None)
+    return HEAD_COLUMN_TILE if vocab % HEAD_COLUMN_TILE == 0 else None
