@@ -61,6 +61,31 @@ def _block_terms(row_logits, offsets, scale, span, total4, VOCAB: tl.constexpr, 
 
 
 @triton.jit
+def _row_targets(ahead_ptr, coefs_ptr, row, HORIZON: tl.constexpr, HORIZON_P2: tl.constexpr):
+    """(horizon indices, the row's target per horizon (-1 past the row's end), whether it has one, its coefficient (0
+    where it has none))."""
+    ks = tl.arange(0, HORIZON_P2)
+    ahead = tl.load(ahead_ptr + row * HORIZON + ks, mask=ks < HORIZON, other=-1)
+    valid = ahead >= 0
+    coefs = tl.where(valid, tl.load(coefs_ptr + ks, mask=ks < HORIZON, other=0.0), 0.0)
+    return ks, ahead, valid, coefs
+
+
+@triton.jit
+def _store_losses(losses_ptr, row, ks, valid, row_sum, picked_sigma, softcap, HORIZON: tl.constexpr):
+    """Each horizon's loss ``log Σ exp z − z[target]`` (0 without a target), with capped logit ``cap · (2σ − 1)``."""
+    losses = tl.where(valid, softcap + tl.log(row_sum) - softcap * (2.0 * picked_sigma - 1.0), 0.0)
+    tl.store(losses_ptr + row * HORIZON + ks, losses, mask=ks < HORIZON)
+
+
+@triton.jit
+def _one_hot_weights(ahead, coefs):
+    """Each target's one-hot weight: the coefficients of every horizon whose target it is (horizons sharing one
+    agree)."""
+    return tl.sum(tl.where(ahead[:, None] == ahead[None, :], coefs[None, :], 0.0), axis=1)
+
+
+@triton.jit
 def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, scales_ptr, softcap, VOCAB: tl.constexpr,
                         HORIZON: tl.constexpr, HORIZON_P2: tl.constexpr, BLOCK: tl.constexpr,
                         WHOLE: tl.constexpr, WITH_GRAD: tl.constexpr):
@@ -70,11 +95,8 @@ def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, scales_ptr
     row_logits = logits_ptr + row * VOCAB
     cols = tl.arange(0, BLOCK)
 
-    ks = tl.arange(0, HORIZON_P2)
-    ahead = tl.load(ahead_ptr + row * HORIZON + ks, mask=ks < HORIZON, other=-1)
-    valid = ahead >= 0
+    ks, ahead, valid, coefs = _row_targets(ahead_ptr, coefs_ptr, row, HORIZON, HORIZON_P2)
     picked_sigma, picked_e = _sigmoid(tl.load(row_logits + tl.where(valid, ahead, 0)).to(tl.float32), scale)
-    coefs = tl.where(valid, tl.load(coefs_ptr + ks, mask=ks < HORIZON, other=0.0), 0.0)
     total4 = 4.0 * tl.sum(coefs, axis=0)
     if WITH_GRAD:
         tl.debug_barrier()  # every thread has read the targets' logits before any is overwritten
@@ -85,14 +107,12 @@ def _softcapped_ce_rows(logits_ptr, ahead_ptr, coefs_ptr, losses_ptr, scales_ptr
     if WHOLE < VOCAB:
         terms += _block_terms(row_logits, WHOLE + cols, scale, span, total4, VOCAB, True, WITH_GRAD)
     row_sum = tl.sum(terms, axis=0)
-    losses = tl.where(valid, softcap + tl.log(row_sum) - softcap * (2.0 * picked_sigma - 1.0), 0.0)
-    tl.store(losses_ptr + row * HORIZON + ks, losses, mask=ks < HORIZON)
+    _store_losses(losses_ptr, row, ks, valid, row_sum, picked_sigma, softcap, HORIZON)
     tl.store(scales_ptr + row, 1.0 / row_sum)
 
     if WITH_GRAD:
-        # the targets' columns: (total · exp(capped − cap) − sum · one-hot) · (1 − tanh²), where the one-hot weight of
-        # a column adds the coefficients of every horizon whose target it is (so horizons that share one agree)
-        one_hot4 = 4.0 * tl.sum(tl.where(ahead[:, None] == ahead[None, :], coefs[None, :], 0.0), axis=1)
+        # the targets' columns: (total · exp(capped − cap) − sum · one-hot) · (1 − tanh²)
+        one_hot4 = 4.0 * _one_hot_weights(ahead, coefs)
         picked_terms = tl.exp2(span * picked_sigma - span)
         fixed = (total4 * picked_terms - row_sum * one_hot4) * (picked_e * picked_sigma * picked_sigma)
         tl.debug_barrier()  # every block's write has landed before the targets' columns are written over
@@ -128,25 +148,20 @@ def _finish_rows(grads_ptr, row_sums_ptr, x_ptr, w_ptr, ahead_ptr, coefs_ptr, lo
     row_sum = tl.sum(tl.load(row_sums_ptr + row * TILES + tiles, mask=tiles < TILES, other=0.0), axis=0)
 
     # the targets' logits, summed again from x and W's rows in float32: their columns hold the terms, not the logits
-    ks = tl.arange(0, HORIZON_P2)
-    ahead = tl.load(ahead_ptr + row * HORIZON + ks, mask=ks < HORIZON, other=-1)
-    valid = ahead >= 0
+    ks, ahead, valid, coefs = _row_targets(ahead_ptr, coefs_ptr, row, HORIZON, HORIZON_P2)
     dims = tl.arange(0, D_P2)
     x = tl.load(x_ptr + row * D + dims, mask=dims < D, other=0.0).to(tl.float32)
     w_rows = w_ptr + tl.where(valid, ahead, 0).to(tl.int64)[:, None] * D + dims[None, :]
     w = tl.load(w_rows, mask=valid[:, None] & (dims[None, :] < D), other=0.0).to(tl.float32)
     picked_sigma, picked_e = _sigmoid(tl.sum(w * x[None, :], axis=1), scale)
 
-    coefs = tl.where(valid, tl.load(coefs_ptr + ks, mask=ks < HORIZON, other=0.0), 0.0)
     total = tl.sum(coefs, axis=0)
-    losses = tl.where(valid, softcap + tl.log(row_sum) - softcap * (2.0 * picked_sigma - 1.0), 0.0)
-    tl.store(losses_ptr + row * HORIZON + ks, losses, mask=ks < HORIZON)
+    _store_losses(losses_ptr, row, ks, valid, row_sum, picked_sigma, softcap, HORIZON)
     tl.store(scales_ptr + row, total / row_sum)
     if WITH_GRAD:
         # the row's columns hold t · (1 − tanh²) = 4 · t · e · σ², its gradient over total / sum; the targets' get the
-        # one-hot term too, (4 · t − 4 · sum · one-hot / total) · e · σ², with the one-hot weight of _softcapped_ce_rows
-        one_hot = tl.sum(tl.where(ahead[:, None] == ahead[None, :], coefs[None, :], 0.0), axis=1)
-        share = tl.where(total > 0, one_hot / total, 0.0)
+        # one-hot term too, (4 · t − 4 · sum · one-hot / total) · e · σ²
+        share = tl.where(total > 0, _one_hot_weights(ahead, coefs) / total, 0.0)
         picked_terms = tl.exp2(span * picked_sigma - span)
         fixed = 4.0 * (picked_terms - row_sum * share) * (picked_e * picked_sigma * picked_sigma)
         tl.store(grads_ptr + row * VOCAB + ahead, fixed.to(grads_ptr.dtype.element_ty), mask=valid)
